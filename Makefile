@@ -1,0 +1,136 @@
+# CG81 guideline assistant. `make help` lists the targets.
+# Two environments: .venv (Python 3.11: core, rasa-sdk action server, sentence-transformers, faiss,
+# pytest) and .venv-rasa (Python 3.10: Rasa 3.6.21, spaCy 3.4). Everything installs from the pinned
+# lock files in requirements/; nothing is downloaded at run time.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PY311 ?= python3
+PY310 ?= $(shell scripts/find_python310.sh 2>/dev/null)
+VENV := .venv
+RVENV := .venv-rasa
+PY := $(VENV)/bin/python
+RPY := $(RVENV)/bin/python
+RASA := $(RVENV)/bin/rasa
+MODEL := models/cg81.tar.gz
+INDEX := build/index/meta.json
+GOLD := tests/gold/cg81_gold.yaml
+HELDOUT := tests/gold/cg81_heldout.yaml
+REPORTS := build/reports
+# Regression floors (issue targets) for the gold set, core and REST alike.
+FLOORS := --min top1=0.92 --min recall_at_3=0.98 --min abstention_precision=0.90 \
+          --min abstention_recall=0.90 --min exact_text=1.0
+RASA_DATA := $(shell find nlu_data -name '*.yml') domain.yml config.yml
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RASA_TELEMETRY_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export RASA_PORT ?= 5005
+export ACTIONS_PORT ?= 5055
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# ------------------------------------------------------------------ install
+$(VENV)/.installed: requirements/core.lock pyproject.toml
+	$(PY311) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/core.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+$(RVENV)/.installed: requirements/rasa.lock pyproject.toml
+	@test -n "$(PY310)" || { echo "Python 3.10 is needed for Rasa 3.6: see scripts/find_python310.sh"; exit 1; }
+	$(PY310) -m venv $(RVENV)
+	$(RVENV)/bin/pip install -q --upgrade pip==24.0
+	$(RVENV)/bin/pip install -q -r requirements/rasa.lock
+	$(RVENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed $(RVENV)/.installed ## create both virtual environments from the lock files
+
+# ------------------------------------------------------------------ build
+$(INDEX): $(VENV)/.installed guideline_corpus/cg81_source.txt guideline_corpus/terminology/cg81_lexicon.yaml \
+          $(wildcard assistant/*.py)
+	$(PY) -m assistant build
+
+.PHONY: build
+build: $(INDEX) ## parse the guideline and build the retrieval index (rebuilt when stale)
+
+$(MODEL): $(RVENV)/.installed $(RASA_DATA) assistant/rasa/lexicon_extractor.py \
+          guideline_corpus/terminology/cg81_lexicon.yaml
+	$(RASA) train --data nlu_data --config config.yml --domain domain.yml --out models \
+	  --fixed-model-name cg81 --quiet
+	touch $@
+
+.PHONY: train
+train: $(MODEL) ## train the Rasa model when missing or stale (data, config, domain or lexicon changed)
+
+# ------------------------------------------------------------------ run
+.PHONY: run
+run: install build train ## everything, then chat in the terminal over the Rasa REST channel
+	scripts/serve.sh --chat
+
+.PHONY: serve
+serve: install build train ## Rasa on :$RASA_PORT (REST) and actions on :$ACTIONS_PORT; Ctrl-C stops both
+	scripts/serve.sh
+
+.PHONY: chat-core
+chat-core: install build ## chat with the core only (no Rasa)
+	$(PY) -m assistant chat
+
+# ------------------------------------------------------------------ test
+.PHONY: test
+test: install build train lint test-core test-rasa test-stories test-e2e eval ## install, build, train, run every test
+	@echo "make test: all passed"
+
+.PHONY: lint
+lint: $(VENV)/.installed ## ruff over the code
+	$(VENV)/bin/ruff check assistant actions tests benchmarks scripts
+
+.PHONY: test-core
+test-core: $(VENV)/.installed $(INDEX) ## pytest: core and actions (.venv)
+	$(PY) -m pytest -m "not rasa and not e2e" -q
+
+.PHONY: test-rasa
+test-rasa: $(RVENV)/.installed ## pytest: lexicon component, channel, entities under spaCy 3.4 (.venv-rasa)
+	$(RPY) -m pytest -m "rasa or portable" -q -p no:cacheprovider
+
+.PHONY: test-stories
+test-stories: $(MODEL) ## rasa data validate + story tests
+	$(RASA) data validate --data nlu_data --domain domain.yml --config config.yml --fail-on-warnings
+	$(RASA) test core --model $(MODEL) --stories tests/test_stories.yml --fail-on-prediction-errors \
+	  --out $(REPORTS)/stories
+
+.PHONY: test-e2e
+test-e2e: $(MODEL) $(INDEX) ## conversations over REST against the real servers
+	$(PY) -m pytest -m e2e -q
+
+.PHONY: eval
+eval: $(INDEX) $(MODEL) ## gold set via core (with BM25/dense baselines) and via REST, with regression floors
+	$(PY) -m assistant eval --gold $(GOLD) --via core --baselines --require-hybrid-best $(FLOORS) --quiet \
+	  --json $(REPORTS)/gold_core.json --report $(REPORTS)/gold_core.md
+	$(PY) -m assistant eval --gold $(HELDOUT) --via core --quiet --json $(REPORTS)/heldout_core.json \
+	  --report $(REPORTS)/heldout_core.md
+	scripts/serve.sh --exec $(PY) -m assistant eval --gold $(GOLD) --via rest \
+	  --url http://127.0.0.1:$(RASA_PORT) $(FLOORS) --quiet --json $(REPORTS)/gold_rest.json \
+	  --report $(REPORTS)/gold_rest.md
+
+# ------------------------------------------------------------------ measure
+.PHONY: bench
+bench: install build train ## latency, cold start and memory of the core and of a REST turn
+	$(PY) benchmarks/bench_core.py
+	scripts/serve.sh --exec $(PY) benchmarks/bench_rest.py
+
+.PHONY: nlu-cv
+nlu-cv: train ## NLU intent/entity F1 by 3-fold cross-validation (slow: ~10 min)
+	$(RASA) test nlu --nlu nlu_data --config config.yml --cross-validation --folds 3 --out $(REPORTS)/nlu_cv
+
+.PHONY: clean
+clean: ## remove build outputs and trained models (keeps the virtual environments)
+	rm -rf build models .pytest_cache results

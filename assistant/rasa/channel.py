@@ -1,0 +1,101 @@
+"""REST channel for the guideline assistant: Rasa's REST channel with input checks and no silent turns.
+
+Registered in credentials.yml under the name "rest", so clients keep the standard
+POST /webhooks/rest/webhook {"sender": ..., "message": ...} contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Awaitable, Callable, Dict, Optional, Text
+
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+from rasa.core.channels.rest import RestInput
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from assistant import answer, config
+from assistant.dialogue import clean
+
+log = logging.getLogger(__name__)
+MAX_SENDER_CHARS = 128
+MAX_BODY_BYTES = 64 * 1024
+SERVICE_UNAVAILABLE = ("Sorry, I can't reach the guideline service right now. Please try again in a moment "
+                       "— no recommendation has been given.")
+
+
+def _bad_request(message: str, status: int = 400) -> HTTPResponse:
+    return response.json({"error": message}, status=status)
+
+
+def parse_body(body: bytes) -> tuple:
+    """(sender, text, metadata) from a request body, or raise ValueError with a client-facing reason."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("request body must be a JSON object")
+    sender = data.get("sender", "default")
+    message = data.get("message")
+    if not isinstance(sender, str) or not sender.strip() or len(sender) > MAX_SENDER_CHARS:
+        raise ValueError(f"'sender' must be a non-empty string of at most {MAX_SENDER_CHARS} characters")
+    if message is None or not isinstance(message, str):
+        raise ValueError("'message' must be a string")
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be a JSON object")
+    return sender, message, metadata
+
+
+def reply_without_nlu(text: str) -> Optional[Text]:
+    """A reply for input that must not reach the dialogue (and so cannot disturb the conversation)."""
+    cleaned = clean(text)
+    if not cleaned:
+        return answer.EMPTY_MESSAGE
+    if len(text) > config.MAX_QUESTION_CHARS:
+        return answer.too_long(config.MAX_QUESTION_CHARS)
+    return None
+
+
+class GuidelineRestInput(RestInput):
+    @classmethod
+    def name(cls) -> Text:
+        return "rest"
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        hook = Blueprint("guideline_rest_webhook", __name__)
+
+        @hook.route("/", methods=["GET"])
+        async def health(request: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @hook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            try:
+                sender, text, metadata = parse_body(request.body or b"")
+            except ValueError as exc:
+                return _bad_request(str(exc), 413 if "bytes" in str(exc) else 400)
+            early = reply_without_nlu(text)
+            if early is not None:
+                return response.json([{"recipient_id": sender, "text": early}])
+            collector = CollectingOutputChannel()
+            try:
+                await on_new_message(UserMessage(clean(text), collector, sender, input_channel=self.name(),
+                                                 metadata=metadata))
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the clinician must get a reply
+                log.exception("message handling failed for sender %s", sender)
+            if not collector.messages:
+                return response.json([{"recipient_id": sender, "text": SERVICE_UNAVAILABLE}])
+            return response.json(collector.messages)
+
+        return hook
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> "GuidelineRestInput":
+        return cls()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Start the action server (.venv, rasa-sdk) and the Rasa server (.venv-rasa) with the REST channel.
+# Ports: RASA_PORT (5005), ACTIONS_PORT (5055). TERM or Ctrl-C stops both. With --chat, a terminal
+# chat over the REST channel runs in the foreground and leaving it stops both servers; with
+# --exec CMD..., CMD runs against the ready servers, which stop when it ends (its exit code is kept).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RASA_PORT=${RASA_PORT:-5005} ACTIONS_PORT=${ACTIONS_PORT:-5055}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3
+MODEL=${RASA_MODEL:-models/cg81.tar.gz}
+LOG_DIR=${LOG_DIR:-build/logs}
+mkdir -p "$LOG_DIR"
+[ -f "$MODEL" ] || { echo "no trained model at $MODEL: run 'make train'" >&2; exit 1; }
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+.venv/bin/python -m rasa_sdk --actions actions --port "$ACTIONS_PORT" >"$LOG_DIR/actions.log" 2>&1 &
+pids+=($!)
+.venv-rasa/bin/rasa run --model "$MODEL" --endpoints endpoints.yml --credentials credentials.yml \
+  --port "$RASA_PORT" --interface 127.0.0.1 >"$LOG_DIR/rasa.log" 2>&1 &
+pids+=($!)
+echo "starting: actions on :$ACTIONS_PORT, Rasa on :$RASA_PORT (logs in $LOG_DIR)"
+.venv/bin/python scripts/wait_ready.py --rasa "http://127.0.0.1:$RASA_PORT" \
+  --actions "http://127.0.0.1:$ACTIONS_PORT" --timeout "${READY_TIMEOUT:-120}" || {
+  echo "servers did not become ready; see $LOG_DIR/*.log" >&2; tail -n 20 "$LOG_DIR"/*.log >&2; exit 1; }
+if [ "${1:-}" = "--chat" ]; then
+  .venv/bin/python -m assistant.chat_client --url "http://127.0.0.1:$RASA_PORT"
+elif [ "${1:-}" = "--exec" ]; then
+  shift
+  "$@"
+else
+  echo "ready: POST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook (Ctrl-C to stop)"
+  wait -n "${pids[@]}"
+fi
