@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABCMeta, abstractmethod
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
@@ -16,16 +17,18 @@ from assistant.service import shared_assistant
 log = logging.getLogger(__name__)
 
 
-class _GuidelineAction(Action):
-    """Reads the latest message, intent and slots; replies with corpus text and the JSON payload."""
+class _GuidelineAction(Action, metaclass=ABCMeta):
+    """Reads the latest message, intent and slots; replies with corpus text and the JSON payload.
+    Abstract, so rasa-sdk registers only the concrete actions below."""
 
     intent_hint: str | None = None
 
     def __init__(self, assistant=None) -> None:
         self._assistant = assistant  # injected in tests; the shared core otherwise
 
+    @abstractmethod
     def name(self) -> Text:
-        raise NotImplementedError
+        """The action name in domain.yml."""
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:

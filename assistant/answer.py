@@ -8,6 +8,9 @@ from __future__ import annotations
 GUIDELINE = "CG81"
 EMPTY_MESSAGE = ("Please type a question about advanced breast cancer care, or a recommendation number "
                  "such as 1.3.4. Type 'help' to see what I can do.")
+# Also domain.yml's utter_service_unavailable (a test keeps the two identical).
+SERVICE_UNAVAILABLE = ("Sorry, I can't reach the guideline service right now. Please try again in a moment "
+                       "— no recommendation has been given.")
 ABSTAIN_REASONS = {
     "oos_dosing": "doses or dosing schedules",
     "oos_duration": "treatment duration",

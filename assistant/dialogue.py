@@ -25,6 +25,12 @@ _LIST_RE = re.compile(r"\b(list|show (me )?(all|every)|all (the |of the )?(recs?
 _RESEARCH_LIST_RE = re.compile(r"\bresearch rec", re.IGNORECASE)
 # Short messages that point back ("which one?", "anything after that?", "who coordinates her care?").
 _ANAPHORA = re.compile(r"\b(she|her|he|him|his|they|them|it|that|this|those|these|one|then|instead)\b", re.I)
+# An ellipsis is made of ordinary question words; a short string with none of them is noise, not a
+# follow-up, and must not be answered from the earlier question ("qwzx vbnm").
+_QUESTION_WORDS = re.compile(
+    r"\b(what|which|who|whom|how|when|why|where|and|or|after|before|then|next|else|more|also|anything|any|"
+    r"other|one|that|this|she|he|her|his|they|them|it|so|instead|too|though|about|should|can|do|does|is|"
+    r"are|if)\b", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 # Labels that only describe the patient: a message made of these (and little else) refines the
 # previous question instead of starting a new one.
@@ -81,8 +87,10 @@ class Assistant:
         self.rules = rules or DialogueRules.load()
 
     # ------------------------------------------------------------------ helpers
-    def _patient_context(self, concepts: set, state: dict, reset: bool) -> dict:
-        ctx = {} if reset else {s: state.get(s) for s in self.rules.attributes if state.get(s)}
+    def _patient_context(self, concepts: set) -> dict:
+        """Patient attributes of the (context-merged) question: a follow-up's query keeps the earlier
+        attributes it did not restate, so this is the whole conversation's view of the patient."""
+        ctx: dict = {}
         for c in sorted(concepts):
             slot = self.rules.concept_slot.get(c)
             if slot:
@@ -92,9 +100,11 @@ class Assistant:
     def _is_followup(self, text: str, entities: list, state: dict, intent: str | None) -> bool:
         if not state.get("cg81_topic"):
             return False
+        labels = {e.label for e in entities if e.label != REC_ID_LABEL}
+        if not labels and not _QUESTION_WORDS.search(text):
+            return False  # noise is never read as a follow-up, whatever the classifier said
         if intent in FOLLOWUP_INTENTS or state.get("pending_clarification"):
             return True
-        labels = {e.label for e in entities if e.label != REC_ID_LABEL}
         words = re.findall(r"[A-Za-z0-9+]+", text)
         if _FOLLOWUP_START.match(text) and len(words) <= 10:
             return True
@@ -146,7 +156,11 @@ class Assistant:
                 continue
             chosen = [o for o in rule["options"] if known & set(o["concepts"])]
             if len(chosen) == 1:
+                others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
+                others -= set(chosen[0]["recommendations"])
                 ranked = self._promote(ranked, chosen[0]["recommendations"])
+                # Recommendations for the other patient groups do not apply: never "also relevant".
+                ranked = [c for c in ranked if c.id not in others] + [c for c in ranked if c.id in others]
                 continue
             present = [o for o in rule["options"] if set(o["recommendations"]) & set(top)]
             if not chosen and len(present) >= rule.get("min_options_in_top", 2):
@@ -190,7 +204,7 @@ class Assistant:
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), state,
                          query=query)
 
-        ctx = self._patient_context(result.concepts, state, reset=not followup)
+        ctx = self._patient_context(result.concepts)
         new_state = {**state, **{s: None for s in self.rules.attributes}, **ctx,
                      "cg81_topic": query if followup else text, "pending_clarification": None}
         ranked = list(result.candidates)

@@ -1,10 +1,10 @@
 """Lexicon entity extraction: a blank English spaCy pipeline with a PhraseMatcher over the terminology.
 
 No downloaded model: the same component runs inside the Rasa server (spaCy 3.4, Python 3.10) and in
-the core (newer spaCy), so it uses only APIs both share.
+the core (newer spaCy), so it uses only APIs both share. No `from __future__ import annotations`:
+spaCy 3.4 resolves the factory's type hints at run time.
 """
 
-from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass

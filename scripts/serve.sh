@@ -12,6 +12,10 @@ LOG_DIR=${LOG_DIR:-build/logs}
 mkdir -p "$LOG_DIR"
 [ -f "$MODEL" ] || { echo "no trained model at $MODEL: run 'make train'" >&2; exit 1; }
 
+# Rasa reads the action server's address from an endpoints file: write one for the chosen port.
+ENDPOINTS=build/endpoints.yml
+sed "s/\${ACTIONS_PORT}/$ACTIONS_PORT/" endpoints.yml >"$ENDPOINTS"
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -24,7 +28,7 @@ trap 'exit 143' TERM
 
 .venv/bin/python -m rasa_sdk --actions actions --port "$ACTIONS_PORT" >"$LOG_DIR/actions.log" 2>&1 &
 pids+=($!)
-.venv-rasa/bin/rasa run --model "$MODEL" --endpoints endpoints.yml --credentials credentials.yml \
+.venv-rasa/bin/rasa run --model "$MODEL" --endpoints "$ENDPOINTS" --credentials credentials.yml \
   --port "$RASA_PORT" --interface 127.0.0.1 >"$LOG_DIR/rasa.log" 2>&1 &
 pids+=($!)
 echo "starting: actions on :$ACTIONS_PORT, Rasa on :$RASA_PORT (logs in $LOG_DIR)"

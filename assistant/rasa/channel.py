@@ -23,8 +23,6 @@ from assistant.dialogue import clean
 log = logging.getLogger(__name__)
 MAX_SENDER_CHARS = 128
 MAX_BODY_BYTES = 64 * 1024
-SERVICE_UNAVAILABLE = ("Sorry, I can't reach the guideline service right now. Please try again in a moment "
-                       "— no recommendation has been given.")
 
 
 def _bad_request(message: str, status: int = 400) -> HTTPResponse:
@@ -91,7 +89,7 @@ class GuidelineRestInput(RestInput):
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the clinician must get a reply
                 log.exception("message handling failed for sender %s", sender)
             if not collector.messages:
-                return response.json([{"recipient_id": sender, "text": SERVICE_UNAVAILABLE}])
+                return response.json([{"recipient_id": sender, "text": answer.SERVICE_UNAVAILABLE}])
             return response.json(collector.messages)
 
         return hook

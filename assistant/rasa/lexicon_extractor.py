@@ -62,3 +62,39 @@ class LexiconEntityExtractor(GraphComponent, EntityExtractorMixin):
         path: Optional[Text] = config.get("lexicon_path")
         if path is not None and not isinstance(path, str):
             raise ValueError("lexicon_path must be a string path")
+
+
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False)
+class ClinicalIntentGuard(GraphComponent):
+    """A message that names clinical concepts is a guideline question, whatever small-talk intent the
+    classifier saw in it ("hi, imaging for bone mets?", "thanks - and for men?"): it goes to the answer
+    action, whose core then answers, clarifies or abstains. Runs after the classifiers."""
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {"small_talk_intents": ["greet", "goodbye", "thanks", "help", "bot_challenge"],
+                "question_intent": "ask_guideline",
+                "ignored_entities": ["condition", "out_of_scope"]}
+
+    def __init__(self, config: Dict[Text, Any]) -> None:
+        self._config = config
+
+    @classmethod
+    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> "ClinicalIntentGuard":
+        return cls(config)
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        ignored = set(self._config["ignored_entities"])
+        for message in messages:
+            intent = message.get("intent") or {}
+            if intent.get("name") not in self._config["small_talk_intents"]:
+                continue
+            if any(e.get("entity") not in ignored for e in message.get(ENTITIES, [])
+                   if e.get("extractor") == LexiconEntityExtractor.__name__):
+                message.set("intent", {"name": self._config["question_intent"],
+                                       "confidence": intent.get("confidence", 1.0)}, add_to_output=True)
+        return messages
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        return training_data

@@ -1,0 +1,214 @@
+"""Entity extraction: exact spans, labels and canonical values (medspacy-style expectations)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.entities import REC_ID_LABEL, EntityExtractor
+
+pytestmark = pytest.mark.portable
+
+
+@pytest.fixture(scope="module")
+def exact():
+    """The same pipeline without typo correction, to show which matches come from it."""
+    return EntityExtractor(fuzzy=False)
+
+
+def _tuples(extractor, text):
+    return [(e.text, e.label, e.value) for e in extractor.extract(text)]
+
+
+# Each expectation checked by hand: the span a clinician would mark, its label and canonical concept.
+CASES = [
+    ("ER+/HER2- MBC in a postmenopausal woman", [
+        ("ER+/HER2-", "RECEPTOR", "er_pos_her2_neg"),
+        ("MBC", "CONDITION", "advanced_breast_cancer"),
+        ("postmenopausal", "MENOPAUSAL_STATUS", "postmenopausal"),
+        ("woman", "SEX", "female"),
+    ]),
+    ("Herceptin and brain mets", [
+        ("Herceptin", "DRUG", "trastuzumab"),
+        ("brain mets", "MET_SITE", "brain_metastases"),
+    ]),
+    ("bone scan vs PET-CT", [
+        ("bone scan", "IMAGING", "bone_scintigraphy"),
+        ("PET-CT", "IMAGING", "pet_ct"),
+    ]),
+    ("WBRT", [("WBRT", "THERAPY", "whole_brain_radiotherapy")]),
+    ("lymphedema after CDT", [
+        ("lymphedema", "COMPLICATION", "lymphoedema"),
+        ("CDT", "THERAPY", "complex_decongestive_therapy"),
+    ]),
+    ("show 1.5.16 and RR2", [
+        ("1.5.16", REC_ID_LABEL, "1.5.16"),
+        ("RR2", REC_ID_LABEL, "RR2"),
+    ]),
+    ("research recommendation 4", [("research recommendation 4", REC_ID_LABEL, "RR4")]),
+    ("RR 2 and rec 1.3.4", [("RR 2", REC_ID_LABEL, "RR2"), ("1.3.4", REC_ID_LABEL, "1.3.4")]),
+    ("research rec #3", [("research rec #3", REC_ID_LABEL, "RR3")]),
+    ("1.3.13", [("1.3.13", REC_ID_LABEL, "1.3.13")]),
+    ("x-ray of the femur", [
+        ("x-ray", "IMAGING", "plain_radiography"),
+        ("femur", "MET_SITE", "long_bones"),
+    ]),
+    ("bisphos for bony mets", [
+        ("bisphos", "THERAPY", "bisphosphonate"),
+        ("bony mets", "MET_SITE", "bone_metastases"),
+    ]),
+    ("letrozole and goserelin", [
+        ("letrozole", "DRUG", "letrozole"),
+        ("goserelin", "DRUG", "goserelin"),
+    ]),
+    ("what dose of letrozole?", [
+        ("dose", "OUT_OF_SCOPE", "oos_dosing"),
+        ("letrozole", "DRUG", "letrozole"),
+    ]),
+    ("HER2-negative, ER-positive disease", [
+        ("HER2-negative", "RECEPTOR", "her2_negative"),
+        ("ER-positive", "RECEPTOR", "er_positive"),
+    ]),
+    ("not previously treated with tamoxifen",
+     [("not previously treated with tamoxifen", "PRIOR_THERAPY", "no_prior_endocrine")]),
+    ("the patient is present today", []),
+    ("1.3.4.5 and 11.3.4", []),
+]
+
+
+@pytest.mark.parametrize("text,expected", CASES, ids=[c[0] for c in CASES])
+def test_spans_labels_values(extractor, text, expected):
+    assert _tuples(extractor, text) == expected
+
+
+@pytest.mark.parametrize("text", [c[0] for c in CASES] + ["  Herceptin\tand  brain mets  ", "¿Herceptin? (WBRT)"])
+def test_offsets_match_text(extractor, text):
+    ents = extractor.extract(text)
+    for e in ents:
+        assert text[e.start:e.end] == e.text
+    assert [e.start for e in ents] == sorted(e.start for e in ents)
+    assert all(a.end <= b.start for a, b in zip(ents, ents[1:]))  # no overlaps
+
+
+def test_offsets_with_surrounding_text(extractor):
+    text = "  Herceptin\tand  brain mets  "
+    assert [(e.start, e.end, e.text) for e in extractor.extract(text)] == [(2, 11, "Herceptin"),
+                                                                          (17, 27, "brain mets")]
+
+
+def test_entity_to_dict(extractor):
+    (e,) = extractor.extract("WBRT")
+    assert e.to_dict() == {"start": 0, "end": 4, "text": "WBRT", "label": "THERAPY",
+                           "value": "whole_brain_radiotherapy", "negated": False}
+
+
+# ---------------------------------------------------------------- typos
+@pytest.mark.parametrize("text,value", [
+    ("tamoxifin", "tamoxifen"),
+    ("lymphodema", "lymphoedema"),
+    ("compresion garments", "compression_garments"),
+])
+def test_typos_named_in_the_issue(extractor, text, value):
+    assert _tuples(extractor, text) == [(text, extractor.lexicon.concepts[value].label, value)]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("compresion garments", "compression_garments"),
+    ("tamoxiffen", "tamoxifen"),
+    ("letrozzole", "letrozole"),
+    ("trastuzunab", "trastuzumab"),
+    ("lymphoedemma", "lymphoedema"),
+    ("radiotherrapy", "radiotherapy"),
+    ("bisphosphonatte", "bisphosphonate"),
+])
+def test_typo_correction_is_what_finds_misspellings(extractor, exact, text, value):
+    """Misspellings that no term lists are found by the edit-distance correction, not by the term list."""
+    assert [e.value for e in extractor.extract(text)] == [value]
+    assert exact.extract(text) == []
+
+
+def test_typo_span_keeps_the_original_text(extractor):
+    text = "is tamoxiffen ok for lymphoedemma?"
+    assert [(e.text, e.value, text[e.start:e.end]) for e in extractor.extract(text)] == [
+        ("tamoxiffen", "tamoxifen", "tamoxiffen"), ("lymphoedemma", "lymphoedema", "lymphoedemma")]
+
+
+@pytest.mark.parametrize("text", ["the patient is present today", "general question", "with the patients",
+                                  "please could you summarise"])
+def test_typo_correction_leaves_ordinary_words_alone(extractor, text):
+    assert [e for e in extractor.extract(text) if e.label != "TOPIC"] == []
+
+
+# ---------------------------------------------------------------- negation
+@pytest.mark.parametrize("text,negated", [
+    ("life threatening", False),
+    ("not life threatening", True),
+    ("disease is not life threatening", True),
+    ("she doesn't have brain mets", True),
+    ("without lymphoedema", True),
+    ("patient is not postmenopausal", True),
+])
+def test_negation(extractor, text, negated):
+    (e,) = extractor.extract(text)
+    assert e.negated is negated
+
+
+def test_negation_stops_at_a_clause_break(extractor):
+    assert [(e.value, e.negated) for e in extractor.extract("no bone mets but brain mets")] == [
+        ("bone_metastases", True), ("brain_metastases", False)]
+    assert [(e.value, e.negated) for e in extractor.extract("bone mets, not life threatening")] == [
+        ("bone_metastases", False), ("life_threatening", True)]
+
+
+def test_multiword_term_with_its_own_negation_is_not_negated(extractor):
+    (e,) = extractor.extract("not previously treated with tamoxifen")
+    assert (e.value, e.negated) == ("no_prior_endocrine", False)
+
+
+def test_concepts_exclude_negated_unless_asked(extractor):
+    assert extractor.concepts("not life threatening") == set()
+    assert extractor.concepts("not life threatening", negated=True) == {"life_threatening"}
+    assert extractor.concepts("life threatening") == {"life_threatening"}
+    # broader concepts of a negated mention are dropped with it
+    assert extractor.concepts("no brain mets") == set()
+    assert extractor.concepts("no brain mets", negated=True) == {"brain_metastases", "cns"}
+
+
+def test_concepts_include_broader_and_exclude_rec_ids(extractor):
+    assert extractor.concepts("ER+/HER2- MBC in a postmenopausal woman") == {
+        "er_pos_her2_neg", "er_positive", "her2_negative", "advanced_breast_cancer", "postmenopausal", "female"}
+    assert extractor.concepts("show 1.5.16 and RR2") == set()
+
+
+# ---------------------------------------------------------------- tokenisation
+@pytest.mark.parametrize("text,tokens", [
+    ("ER+ MBC", ["ER", "+", "MBC"]),
+    ("HER2+ MBC", ["HER2", "+", "MBC"]),
+    ("ER-positive", ["ER", "-", "positive"]),
+    ("HER2-negative", ["HER2", "-", "negative"]),
+    ("PET-CT", ["PET", "-", "CT"]),
+])
+def test_clinical_tokenisation(extractor, text, tokens):
+    assert [t.text for t in extractor.nlp.make_doc(text)] == tokens
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the infix split at '/' leaves 'ER+' as one token, so the "
+                                       "documented 'ER' '+' '/' 'HER2' '-' is not produced (entities.make_nlp)")
+def test_er_her2_tokenisation_as_documented(extractor):
+    assert [t.text for t in extractor.nlp.make_doc("ER+/HER2-")] == ["ER", "+", "/", "HER2", "-"]
+
+
+def test_er_her2_tokenisation_splits_slash_and_trailing_minus(extractor):
+    tokens = [t.text for t in extractor.nlp.make_doc("ER+/HER2-")]
+    assert tokens[-3:] == ["/", "HER2", "-"]
+    assert "".join(tokens) == "ER+/HER2-"
+
+
+@pytest.mark.parametrize("text,concept", [
+    ("ER+/PR- MBC", "er_positive"),
+    ("HER2-/ER+ MBC", "her2_negative"),
+    ("ER+/PR+/HER2 negative MBC", "er_positive"),
+])
+@pytest.mark.xfail(strict=True, reason="BUG: a receptor status written right before '/' ('ER+/', 'HER2-/') "
+                                       "is one token and no longer matches its lexicon term")
+def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
+    assert concept in extractor.concepts(text)
