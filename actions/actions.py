@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABCMeta, abstractmethod
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
@@ -27,11 +27,11 @@ class _GuidelineAction(Action, metaclass=ABCMeta):
         self._assistant = assistant  # injected in tests; the shared core otherwise
 
     @abstractmethod
-    def name(self) -> Text:
+    def name(self) -> str:
         """The action name in domain.yml."""
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+                  domain: Dict[str, Any]) -> List[Dict[str, Any]]:
         state = {slot: tracker.get_slot(slot) for slot in SLOTS}
         intent = self.intent_hint or (tracker.latest_message.get("intent") or {}).get("name")
         try:
@@ -47,19 +47,19 @@ class _GuidelineAction(Action, metaclass=ABCMeta):
 
 
 class ActionAnswerRecommendation(_GuidelineAction):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_answer_recommendation"
 
 
 class ActionLookupRecommendation(_GuidelineAction):
     intent_hint = "lookup_recommendation"
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_lookup_recommendation"
 
 
 class ActionListRecommendations(_GuidelineAction):
     intent_hint = "list_recommendations"
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_list_recommendations"

@@ -80,8 +80,8 @@ def cmd_eval(args) -> int:
             for mode in ("hybrid", "bm25", "dense"):
                 ranker = Assistant(assistant.retriever, assistant.rules, mode=mode, abstain=False)
                 answerable = [i for i in items if i["expected"]]
-                res = evaluate.evaluate(answerable, lambda turns: evaluate.run_core(ranker, turns), by_id,
-                                        progress=False)
+                res = evaluate.evaluate(answerable, lambda turns, bot=ranker: evaluate.run_core(bot, turns),
+                                        by_id, progress=False)
                 baselines[mode] = {k: res["metrics"][k] for k in ("top1", "recall_at_3", "mrr")}
             result["baselines"] = baselines
     m = result["metrics"]
@@ -97,8 +97,7 @@ def cmd_eval(args) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(evaluate.report_markdown(result, f"Evaluation of {args.gold} via {args.via}",
                                                               baselines), encoding="utf-8")
-    floors = dict(kv.split("=", 1) for kv in args.min)
-    failures = evaluate.check_floor(m, {k: float(v) for k, v in floors.items()})
+    failures = evaluate.check_floor(m, dict(args.min))
     if baselines and args.require_hybrid_best:
         for metric in ("top1", "mrr"):
             for name in ("bm25", "dense"):
@@ -108,6 +107,19 @@ def cmd_eval(args) -> int:
     for f in failures:
         print(f"BELOW FLOOR: {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _floor(text: str) -> tuple:
+    from assistant.evaluate import METRIC_NAMES
+
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or name not in METRIC_NAMES or number is None:
+        raise argparse.ArgumentTypeError(f"expected METRIC=VALUE with METRIC in {', '.join(METRIC_NAMES)}")
+    return name, number
 
 
 def main(argv=None) -> int:
@@ -127,7 +139,8 @@ def main(argv=None) -> int:
     ev.add_argument("--report", help="write a Markdown report here")
     ev.add_argument("--baselines", action="store_true", help="also rank with BM25 alone and dense alone")
     ev.add_argument("--require-hybrid-best", action="store_true", help="fail unless hybrid beats both baselines")
-    ev.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE", help="regression floor")
+    ev.add_argument("--min", action="append", default=[], type=_floor, metavar="METRIC=VALUE",
+                    help="regression floor, e.g. top1=0.92 (repeatable)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(fn=cmd_eval)
     args = parser.parse_args(argv)

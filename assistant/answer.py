@@ -26,6 +26,7 @@ ABSTAIN_REASONS = {
     "oos_early_disease": "early breast cancer or screening",
     "oos_pregnancy": "pregnancy or fertility",
     "oos_chitchat": "that topic",
+    "oos_injection": "instructions to change how I work: I only quote the guideline",
 }
 
 

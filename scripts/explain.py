@@ -22,7 +22,8 @@ def main(turns: list) -> None:
         if reply.query:
             res = retriever.search(reply.query, focus=turn if reply.query != turn else None, abstain=False)
             for c in res.candidates:
-                print(f"    {c.id:7s} fused={c.score:.3f} dense={c.dense:.3f} bm25={c.bm25:.3f} concept={c.concept:.3f}")
+                print(f"    {c.id:7s} fused={c.score:.3f} dense={c.dense:.3f} bm25={c.bm25:.3f} "
+                      f"concept={c.concept:.3f}")
         ids = [a["id"] for a in (reply.payload or {}).get("answers", [])]
         print("  answers:", ids, (reply.payload or {}).get("reason"))
 

@@ -7,13 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RASA_PORT=${RASA_PORT:-5005} ACTIONS_PORT=${ACTIONS_PORT:-5055}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 MODEL=${RASA_MODEL:-models/cg81.tar.gz}
 LOG_DIR=${LOG_DIR:-build/logs}
 mkdir -p "$LOG_DIR"
 [ -f "$MODEL" ] || { echo "no trained model at $MODEL: run 'make train'" >&2; exit 1; }
 
-# Rasa reads the action server's address from an endpoints file: write one for the chosen port.
-ENDPOINTS=build/endpoints.yml
+# Rasa reads the action server's address from an endpoints file: write one for the chosen port
+# (a private file, so two instances on different ports do not overwrite each other's).
+ENDPOINTS=$(mktemp --suffix=.yml "${TMPDIR:-/tmp}/cg81-endpoints.XXXXXX")
 sed "s/\${ACTIONS_PORT}/$ACTIONS_PORT/" endpoints.yml >"$ENDPOINTS"
 
 pids=()
@@ -21,6 +23,7 @@ stop() {
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -f "$ENDPOINTS"
 }
 trap stop EXIT
 trap 'exit 130' INT

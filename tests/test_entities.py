@@ -191,8 +191,6 @@ def test_clinical_tokenisation(extractor, text, tokens):
     assert [t.text for t in extractor.nlp.make_doc(text)] == tokens
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the infix split at '/' leaves 'ER+' as one token, so the "
-                                       "documented 'ER' '+' '/' 'HER2' '-' is not produced (entities.make_nlp)")
 def test_er_her2_tokenisation_as_documented(extractor):
     assert [t.text for t in extractor.nlp.make_doc("ER+/HER2-")] == ["ER", "+", "/", "HER2", "-"]
 
@@ -208,7 +206,5 @@ def test_er_her2_tokenisation_splits_slash_and_trailing_minus(extractor):
     ("HER2-/ER+ MBC", "her2_negative"),
     ("ER+/PR+/HER2 negative MBC", "er_positive"),
 ])
-@pytest.mark.xfail(strict=True, reason="BUG: a receptor status written right before '/' ('ER+/', 'HER2-/') "
-                                       "is one token and no longer matches its lexicon term")
 def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     assert concept in extractor.concepts(text)

@@ -196,9 +196,9 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory):
-    """The three CLI runs, started together (each loads the model, so they overlap their start-up)."""
-    pytest.importorskip("faiss")
+def cli_runs(tmp_path_factory, retriever):
+    """The three CLI runs, started together (each loads the model, so they overlap their start-up).
+    `retriever` first: a stale index is rebuilt once here, not by three processes at the same time."""
     tmp = tmp_path_factory.mktemp("cli")
     gold = _gold(tmp, GOOD_GOLD)
     out = {"json": tmp / "out" / "result.json", "report": tmp / "out" / "report.md"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Awaitable, Callable, Dict, Optional, Text
+from typing import Any, Awaitable, Callable, Dict
 
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
@@ -51,7 +51,7 @@ def parse_body(body: bytes) -> tuple:
     return sender, message, metadata
 
 
-def reply_without_nlu(text: str) -> Optional[Text]:
+def reply_without_nlu(text: str) -> str | None:
     """A reply for input that must not reach the dialogue (and so cannot disturb the conversation)."""
     cleaned = clean(text)
     if not cleaned:
@@ -63,7 +63,7 @@ def reply_without_nlu(text: str) -> Optional[Text]:
 
 class GuidelineRestInput(RestInput):
     @classmethod
-    def name(cls) -> Text:
+    def name(cls) -> str:
         return "rest"
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
@@ -95,5 +95,5 @@ class GuidelineRestInput(RestInput):
         return hook
 
     @classmethod
-    def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> "GuidelineRestInput":
+    def from_credentials(cls, credentials: Dict[str, Any] | None) -> GuidelineRestInput:
         return cls()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -14,7 +14,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 
-def to_rasa_entities(entities: list) -> List[Dict[Text, Any]]:
+def to_rasa_entities(entities: list) -> List[Dict[str, Any]]:
     """Lexicon spans → Rasa entity dicts: entity = label in lower case, value = canonical concept id."""
     return [{"start": e.start, "end": e.end, "value": e.value, "entity": e.label.lower(), "text": e.text,
              "confidence_entity": 1.0} for e in entities]
@@ -25,16 +25,16 @@ class LexiconEntityExtractor(GraphComponent, EntityExtractorMixin):
     """Emits the lexicon's concepts as entities; the same code the action server's core uses."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {"lexicon_path": None, "fuzzy": True}
 
-    def __init__(self, config: Dict[Text, Any]) -> None:
+    def __init__(self, config: Dict[str, Any]) -> None:
         self._config = config
         self._extractor = None
 
     @classmethod
-    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-               execution_context: ExecutionContext) -> "LexiconEntityExtractor":
+    def create(cls, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> LexiconEntityExtractor:
         return cls(config)
 
     @property
@@ -58,8 +58,8 @@ class LexiconEntityExtractor(GraphComponent, EntityExtractorMixin):
         return training_data
 
     @classmethod
-    def validate_config(cls, config: Dict[Text, Any]) -> None:
-        path: Optional[Text] = config.get("lexicon_path")
+    def validate_config(cls, config: Dict[str, Any]) -> None:
+        path: str | None = config.get("lexicon_path")
         if path is not None and not isinstance(path, str):
             raise ValueError("lexicon_path must be a string path")
 
@@ -71,17 +71,17 @@ class ClinicalIntentGuard(GraphComponent):
     action, whose core then answers, clarifies or abstains. Runs after the classifiers."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {"small_talk_intents": ["greet", "goodbye", "thanks", "help", "bot_challenge"],
                 "question_intent": "ask_guideline",
                 "ignored_entities": ["condition", "out_of_scope"]}
 
-    def __init__(self, config: Dict[Text, Any]) -> None:
+    def __init__(self, config: Dict[str, Any]) -> None:
         self._config = config
 
     @classmethod
-    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-               execution_context: ExecutionContext) -> "ClinicalIntentGuard":
+    def create(cls, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> ClinicalIntentGuard:
         return cls(config)
 
     def process(self, messages: List[Message]) -> List[Message]:
