@@ -21,7 +21,8 @@ _FOLLOWUP_START = re.compile(
     r"what'?s next|next)\b", re.IGNORECASE)
 _SECTION_RE = re.compile(r"\bsection\s*(1\.[1-5]|[1-5])\b(?!\.\d)", re.IGNORECASE)
 _LIST_RE = re.compile(r"\b(list|show (me )?(all|every)|all (the |of the )?(recs?|recommendations?)\b|"
-                      r"every recommendation|summari[sz]e)", re.IGNORECASE)
+                      r"every recommendation|summari[sz]e|(recs|recommendations) (for|on|about|in)\b)",
+                      re.IGNORECASE)
 _RESEARCH_LIST_RE = re.compile(r"\bresearch rec", re.IGNORECASE)
 # Short messages that point back ("which one?", "anything after that?", "who coordinates her care?").
 _ANAPHORA = re.compile(r"\b(she|her|he|him|his|they|them|it|that|this|those|these|one|then|instead)\b", re.I)
@@ -248,9 +249,13 @@ class Assistant:
             sec = section.group(1)
             sec = sec if "." in sec else f"1.{sec}"
             ids = [r["id"] for r in self.retriever.records if r["section"] == sec]
-        elif _RESEARCH_LIST_RE.search(text) and (_LIST_RE.search(text) or intent == "list_recommendations"):
+        elif (_RESEARCH_LIST_RE.search(text) and (_LIST_RE.search(text) or intent == "list_recommendations")
+              and not self.retriever.topical_concepts(text) - {"research"}):
+            # "all research recommendations"; "research recs on chemo sequencing" is searched instead.
             ids = [r["id"] for r in self.retriever.records if r["kind"] == "research"]
-        elif intent == "list_recommendations" or _LIST_RE.search(text):
+        elif _LIST_RE.search(text):
+            # The wording decides, not the classifier: "does NICE say anything about X?" is a question
+            # even when it is classified as a list request.
             result = self.retriever.search(text)
             if result.abstained:
                 return None

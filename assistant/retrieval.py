@@ -134,6 +134,10 @@ class Retriever:
         head = " ".join(p for p in (record["section_title"], record.get("subsection")) if p)
         return f"{head}. {record['text']}"
 
+    def topical_concepts(self, text: str) -> set:
+        """The concepts of a text that count for ranking (not 'advanced breast cancer', not IDs)."""
+        return self._scored(self.extractor.concepts(text))
+
     def _scored(self, concepts: set) -> set:
         lex = self.extractor.lexicon.concepts
         return {c for c in concepts if lex[c].label not in UNSCORED_LABELS}
