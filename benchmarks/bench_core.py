@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from stats import percentile, summary_ms, verdict  # noqa: E402
+
 from assistant import config  # noqa: E402
 
 GOLD = ROOT / "tests" / "gold" / "cg81_gold.yaml"
@@ -70,25 +72,10 @@ def proc_status(pid: str = "self") -> dict:
     return out
 
 
-def percentile(values: list, q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def summary_ms(seconds: list) -> dict:
-    ms = [s * 1000 for s in seconds]
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
-            "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
 
 
-def verdict(value: float, limit: float) -> str:
-    return "meets" if value <= limit else "misses"
 
 
 def load_gold_turns() -> list:

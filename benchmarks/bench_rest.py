@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,27 +42,7 @@ STATIC_MESSAGE = "hello"   # intent greet → utter_greet (a rule; no custom act
 
 
 # ---------------------------------------------------------------------- helpers
-def percentile(values: list, q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summary_ms(seconds: list) -> dict:
-    ms = [s * 1000 for s in seconds]
-    if not ms:
-        return {"n": 0}
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
-            "max_ms": round(max(ms), 1), "mean_ms": round(statistics.fmean(ms), 1)}
-
-
-def verdict(value: float, limit: float) -> str:
-    return "meets" if value <= limit else "misses"
+from stats import summary_ms, verdict  # noqa: E402
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
