@@ -33,6 +33,7 @@ _FUZZY_MIN_LEN = 7
 _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't", "n't", "nor"}
 _CLAUSE_BREAK = {",", ";", ".", "-", "–", "—", "?", "!", "but", "and", "or", "then"}
 _NEGATION_WINDOW = 3
+_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,20 @@ class EntityExtractor:
     def __init__(self, lexicon_path: str | None = None, fuzzy: bool = True) -> None:
         self.nlp = make_nlp(lexicon_path, fuzzy)
         self.lexicon: Lexicon = self.nlp.get_pipe("cg81_lexicon_matcher").lexicon
+        self._cache: dict = {}
 
     def extract(self, text: str) -> list:
-        doc = self.nlp(text)
-        return [Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e)) for e in doc.ents]
+        """Entities in order. A turn looks at the same texts several times (question, merged topic,
+        expansion), so results are kept for recent texts; Entity is immutable."""
+        found = self._cache.get(text)
+        if found is None:
+            doc = self.nlp(text)
+            found = tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e))
+                          for e in doc.ents)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[text] = found
+        return list(found)
 
     def concepts(self, text: str, negated: bool = False) -> set:
         """Concept ids in the text with the broader concepts they imply; negated mentions only when asked

@@ -200,7 +200,8 @@ def bench_warm(assistant, conversations: list, repeats: int, budget_s: float) ->
         if time.perf_counter() > start + 0.8 * budget_s:
             break
         random.Random(i).shuffle(order)
-        retriever._embed_cache.clear()  # repeated passes must not be answered from the embedding cache
+        retriever._embed_cache.clear()  # repeated passes must not be answered from the query caches
+        retriever.extractor._cache.clear()
         respond_s, encode_s, items = run_pass(assistant, order, start + 0.8 * budget_s, encode)
         cold_cache += respond_s
         encodes += encode_s
