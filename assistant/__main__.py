@@ -75,9 +75,10 @@ def cmd_eval(args) -> int:
                                    progress=not args.quiet)
         if args.baselines:
             from assistant.dialogue import Assistant
+            from assistant.retrieval import MODES
 
             baselines = {}
-            for mode in ("hybrid", "bm25", "dense"):
+            for mode in MODES:
                 ranker = Assistant(assistant.retriever, assistant.rules, mode=mode, abstain=False)
                 answerable = [i for i in items if i["expected"]]
                 res = evaluate.evaluate(answerable, lambda turns, bot=ranker: evaluate.run_core(bot, turns),

