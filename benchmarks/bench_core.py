@@ -123,11 +123,11 @@ def bench_build(tmp: Path) -> dict:
 
 def load_retriever(tmp: Path) -> tuple:
     """The real index (build/index) when it is current, else the one just built: never rebuilds build/index."""
-    from assistant.retrieval import IndexError_, Retriever
+    from assistant.retrieval import IndexUnavailable, Retriever
 
     try:
         return Retriever.load(rebuild_if_stale=False), config.INDEX_DIR, None
-    except IndexError_ as exc:
+    except IndexUnavailable as exc:
         return Retriever.load(index_dir=tmp, rebuild_if_stale=False), tmp, str(exc)
 
 
