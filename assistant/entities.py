@@ -17,6 +17,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import compile_infix_regex, compile_suffix_regex, filter_spans
 
 from assistant.lexicon import Lexicon
+from assistant.memo import BoundedMemo
 
 REC_ID_LABEL = "REC_ID"
 # "1.3.4", "rec 1.5.16", "RR2", "RR 2", "research recommendation 4". Any number of that shape is an
@@ -151,20 +152,15 @@ class EntityExtractor:
     def __init__(self, lexicon_path: str | None = None, fuzzy: bool = True) -> None:
         self.nlp = make_nlp(lexicon_path, fuzzy)
         self.lexicon: Lexicon = self.nlp.get_pipe("cg81_lexicon_matcher").lexicon
-        self._cache: dict = {}
+        self._cache = BoundedMemo(_CACHE_SIZE)
+
+    def _extract(self, text: str) -> tuple:
+        doc = self.nlp(text)
+        return tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e)) for e in doc.ents)
 
     def extract(self, text: str) -> list:
-        """Entities in order. A turn looks at the same texts several times (question, merged topic,
-        expansion), so results are kept for recent texts; Entity is immutable."""
-        found = self._cache.get(text)
-        if found is None:
-            doc = self.nlp(text)
-            found = tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e))
-                          for e in doc.ents)
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[text] = found
-        return list(found)
+        """Entities in order (recent texts are remembered; Entity is immutable)."""
+        return list(self._cache.get(text, self._extract))
 
     def concepts(self, text: str, negated: bool = False) -> set:
         """Concept ids in the text with the broader concepts they imply; negated mentions only when asked

@@ -18,6 +18,7 @@ import numpy as np
 
 from assistant import config, corpus
 from assistant.entities import REC_ID_LABEL, EntityExtractor, affirmed_concepts, default_extractor
+from assistant.memo import BoundedMemo
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Retriever:
         self.idf = {c: math.log((n + 1) / (k + 0.5)) for c, k in df.items()}
         self.idf_unseen = math.log((n + 1) / 0.5)
         self.is_research = np.asarray([r["kind"] == "research" for r in records])
-        self._embed_cache: dict = {}
+        self._embed_cache = BoundedMemo(EMBED_CACHE_SIZE)
 
     # ---------------------------------------------------------------- building and loading
     @staticmethod
@@ -221,14 +222,11 @@ class Retriever:
         return cls(records, extractor, model, faiss_index, bm25, meta)
 
     # ---------------------------------------------------------------- search
+    def _encode(self, text: str) -> np.ndarray:
+        return self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True).astype("float32")
+
     def embed(self, text: str) -> np.ndarray:
-        cached = self._embed_cache.get(text)
-        if cached is None:
-            cached = self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True).astype("float32")
-            if len(self._embed_cache) >= EMBED_CACHE_SIZE:
-                self._embed_cache.pop(next(iter(self._embed_cache)))
-            self._embed_cache[text] = cached
-        return cached
+        return self._embed_cache.get(text, self._encode)
 
     def _dense_scores(self, query: str) -> np.ndarray:
         sims, idx = self.faiss_index.search(self.embed(query), len(self.records))
