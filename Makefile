@@ -33,7 +33,7 @@ export ACTIONS_PORT ?= 5055
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # ------------------------------------------------------------------ install
 $(VENV)/.installed: requirements/core.lock pyproject.toml
@@ -128,7 +128,7 @@ bench: install build train ## latency, cold start and memory of the core and of 
 	scripts/serve.sh --exec $(PY) benchmarks/bench_rest.py
 
 .PHONY: nlu-cv
-nlu-cv: train ## NLU intent/entity F1 by 3-fold cross-validation (slow: ~10 min)
+nlu-cv: train ## NLU intent F1 by 3-fold cross-validation (slow: ~10 min)
 	$(RASA) test nlu --nlu nlu_data --config config.yml --cross-validation --folds 3 --out $(REPORTS)/nlu_cv
 
 .PHONY: clean
