@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from assistant import answer, config
-from assistant.entities import REC_ID_LABEL, affirmed_concepts
+from assistant.entities import REC_ID_LABEL, affirmed_concepts, without_spans
 from assistant.lexicon import load_yaml_validated
 
 SLOTS = ("cg81_topic", "sex", "menopausal_status", "er_status", "her2_status", "prior_therapy",
@@ -139,10 +139,8 @@ class Assistant:
         groups = {self._group(e) for e in entities if e.label not in ("CONDITION", REC_ID_LABEL)}
         old = self.extractor.extract(topic)
         new_problem = self._new_problem(topic, entities)
-        kept = topic
-        for e in sorted(old, key=lambda e: -e.start):
-            if self._group(e) in groups or (new_problem and e.label in self.rules.drops_labels):
-                kept = kept[: e.start] + kept[e.end:]
+        kept = without_spans(topic, [e for e in old if self._group(e) in groups
+                                     or (new_problem and e.label in self.rules.drops_labels)])
         return f"{' '.join(kept.split())} {text}"
 
     def _clarify_or_rerank(self, ranked: list, concepts: set, ctx: dict) -> tuple:

@@ -178,6 +178,13 @@ def _negated(doc: Doc, span: Span) -> bool:
     return False
 
 
+def without_spans(text: str, entities) -> str:
+    """The text with these entities' spans cut out (right to left, so the offsets stay valid)."""
+    for e in sorted(entities, key=lambda e: -e.start):
+        text = text[: e.start] + text[e.end:]
+    return text
+
+
 def affirmed_concepts(lexicon: Lexicon, entities: list) -> set:
     return lexicon.closure(e.value for e in entities if e.label != REC_ID_LABEL and not e.negated)
 

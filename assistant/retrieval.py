@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant import config, corpus
-from assistant.entities import REC_ID_LABEL, EntityExtractor, affirmed_concepts, default_extractor
+from assistant.entities import REC_ID_LABEL, EntityExtractor, affirmed_concepts, default_extractor, without_spans
 from assistant.memo import BoundedMemo
 
 log = logging.getLogger(__name__)
@@ -265,8 +265,8 @@ class Retriever:
         """
         entities = self.extractor.extract(text)
         concepts = affirmed_concepts(self.extractor.lexicon, entities)
-        for e in sorted((e for e in entities if e.negated), key=lambda e: -e.start):
-            text = text[: e.start] + text[e.end:]  # "not life threatening" must not match "life-threatening"
+        # "not life threatening" must not match "life-threatening" lexically either.
+        text = without_spans(text, [e for e in entities if e.negated])
         lex = self.extractor.lexicon.concepts
         oos = sorted(c for c in concepts if lex[c].out_of_scope)
         scored = self._scored(concepts)
