@@ -63,6 +63,11 @@ def cmd_chat(args) -> int:
 def cmd_eval(args) -> int:
     from assistant import corpus, evaluate
 
+    if args.compare:
+        return _compare(*args.compare)
+    if not args.gold:
+        print("eval needs --gold FILE (or --compare OLD.json NEW.json)", file=sys.stderr)
+        return 2
     items = evaluate.load_gold(args.gold)
     by_id = {r["id"]: r for r in corpus.load()}
     baselines = None
@@ -98,6 +103,15 @@ def cmd_eval(args) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(evaluate.report_markdown(result, f"Evaluation of {args.gold} via {args.via}",
                                                               baselines), encoding="utf-8")
+    if args.html:
+        from assistant import report_html
+        from assistant.retrieval import ABSTAIN_BELOW
+
+        provenance = {"gold": Path(args.gold).name, "via": args.via,
+                      "corpus": corpus.load_meta().get("corpus_sha256", "?")[:12]}
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(report_html.render(result, f"Evaluation of {Path(args.gold).name} via {args.via}",
+                                                      ABSTAIN_BELOW, provenance, baselines), encoding="utf-8")
     failures = evaluate.check_floor(m, dict(args.min))
     if baselines and args.require_hybrid_best:
         for metric in ("top1", "mrr"):
@@ -108,6 +122,21 @@ def cmd_eval(args) -> int:
     for f in failures:
         print(f"BELOW FLOOR: {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _compare(old_path: str, new_path: str) -> int:
+    from assistant import evaluate
+
+    old, new = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (old_path, new_path))
+    diff = evaluate.compare(old, new)
+    for name, (a, b) in diff["metrics"].items():
+        print(f"{name:22s} {a} -> {b}")
+    for label in ("fixed", "broken"):
+        print(f"\n{label} ({len(diff[label])}):")
+        for item in diff[label]:
+            print(f"  {item['id']}: {item['turns']} expected {item['expected'] or 'abstain'}: "
+                  f"{item['before']} -> {item['after']}")
+    return 0
 
 
 def _floor(text: str) -> tuple:
@@ -133,7 +162,10 @@ def main(argv=None) -> int:
     ask.set_defaults(fn=cmd_ask)
     sub.add_parser("chat", help="interactive question and answer over the core").set_defaults(fn=cmd_chat)
     ev = sub.add_parser("eval", help="evaluate on a gold question set")
-    ev.add_argument("--gold", required=True)
+    ev.add_argument("--gold", help="gold set (YAML)")
+    ev.add_argument("--compare", nargs=2, metavar=("OLD.json", "NEW.json"),
+                    help="list the items fixed and broken between two --json results")
+    ev.add_argument("--html", help="write a self-contained HTML report (charts, reliability, misses) here")
     ev.add_argument("--via", choices=("core", "rest"), default="core")
     ev.add_argument("--url", default="http://localhost:5005")
     ev.add_argument("--json", help="write metrics and per-item results here")

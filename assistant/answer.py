@@ -28,6 +28,9 @@ ABSTAIN_REASONS = {
     "oos_chitchat": "that topic",
     "oos_injection": "instructions to change how I work: I only quote the guideline",
 }
+RESET_TEXT = ("Starting afresh: I have forgotten the previous patient. What would you like to ask about the "
+              "new patient?")
+
 
 
 def too_long(limit: int) -> str:
@@ -43,12 +46,25 @@ def answer_item(record: dict, score) -> dict:
     return item
 
 
-def payload(answers: list, clarification: dict | None = None, reason: str | None = None) -> dict:
+def payload(answers: list, clarification: dict | None = None, reason: str | None = None,
+            notes: list | None = None) -> dict:
     out = {"type": "guideline_answer", "guideline": GUIDELINE, "abstained": not answers and not clarification,
            "answers": answers, "clarification": clarification}
     if reason:
         out["reason"] = reason
+    if notes:
+        out["notes"] = list(notes)
     return out
+
+
+def menopause_note(status: str, age: int) -> str:
+    return (f"I took the patient as {status} from the age given ({age}); tell me if that is wrong and I will "
+            "answer for the right patient group.")
+
+
+def year_note(rec_id: str, year: int, tags: dict | None = None) -> str:
+    meaning = (tags or {}).get(str(year))
+    return f"Recommendation {rec_id} is marked [{year}]." + (f" {meaning}" if meaning else "")
 
 
 def abstention_payload(reason: str | None) -> dict:
@@ -68,8 +84,8 @@ def render(item: dict) -> str:
     return f"{_heading(item)}\n{item['text']}"
 
 
-def answer_text(answers: list, missing: list | None = None) -> str:
-    parts = [render(answers[0])]
+def answer_text(answers: list, missing: list | None = None, notes: list | None = None) -> str:
+    parts = list(notes or []) + [render(answers[0])]
     if len(answers) > 1:
         parts.append("Also relevant: " + ", ".join(a["id"] for a in answers[1:]) + " (ask for one by its number)")
     if missing:
@@ -89,6 +105,27 @@ def list_text(records: list) -> str:
     return "\n".join(lines)
 
 
+def update_text(year: int, records: list, updates: dict) -> str:
+    """The guideline's own update note and tag meaning for a year, then the recommendations with it."""
+    lines = [f"{len(records)} NICE CG81 recommendation{'s' if len(records) != 1 else ''} marked [{year}]."]
+    for part in (updates.get("notes", {}).get(str(year)), updates.get("tags", {}).get(str(year))):
+        if part:
+            lines.append(f"From the guideline's update information: \"{part}\"")
+    if len(records) > 8:
+        # A long list: headings only, each recommendation's full text is one look-up away.
+        lines += [""] + [f"{_heading(answer_item(r, None))}" for r in records]
+        lines.append("\nAsk for any of them by its number to see its full text.")
+    else:
+        lines += [f"\n{render(answer_item(r, None))}" for r in records]
+    return "\n".join(lines)
+
+
+def not_for_patient_text(ids: list) -> str:
+    return (f"NICE CG81 has no recommendation that fits this patient: the closest ({', '.join(ids)}) are written "
+            "for other patient groups or treatment histories, so I won't quote them as the answer. Ask for any "
+            "of them by number to read it, or tell me more about the patient.")
+
+
 def unknown_ids_text(ids: list) -> str:
     return (f"CG81 has no recommendation numbered {', '.join(ids)}. Its recommendations are 1.1.1–1.1.8, "
             "1.2.1–1.2.4, 1.3.1–1.3.12, 1.4.1, 1.5.1–1.5.21 and research recommendations RR1–RR6.")
@@ -96,6 +133,9 @@ def unknown_ids_text(ids: list) -> str:
 
 def abstention_text(reason: str | None) -> str:
     topic = "this"
+    if reason == "no_research_on_topic":
+        return ("NICE CG81 has no research recommendation on that topic. Ask for 'the research "
+                "recommendations' to see all six (RR1-RR6).")
     if reason and reason.startswith("out_of_scope:"):
         names = [ABSTAIN_REASONS[i] for i in reason.split(":", 1)[1].split(",") if i in ABSTAIN_REASONS]
         if names:

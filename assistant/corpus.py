@@ -15,7 +15,7 @@ from pathlib import Path
 
 from assistant import config
 
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 _FURNITURE = [
     re.compile(r"^Advanced breast cancer: diagnosis and treatment \(CG81\)$"),
@@ -245,6 +245,39 @@ def parse(raw: str) -> list[Record]:
     return recs + research_recs
 
 
+_UPDATE_START = "Update information"
+_UPDATE_END = "Minor changes since publication"
+_UPDATE_NOTE = re.compile(r"^(January|February|March|April|May|June|July|August|September|October|November|"
+                          r"December) (\d{4}): ")
+_TAG_MEANING = re.compile(r"^\[(\d{4})\] indicates ")
+
+
+def parse_updates(raw: str) -> dict:
+    """The guideline's own 'Update information': what each update changed and what each year tag
+    means, verbatim, keyed by year (answers to "what changed in 2017?" quote these)."""
+    lines = _clean_lines(raw)
+    try:
+        start = lines.index(_UPDATE_START)
+        end = lines.index(_UPDATE_END, start)
+    except ValueError as exc:
+        raise CorpusError("source has no 'Update information' section") from exc
+    paragraphs, current = [], []
+    for line in lines[start + 1: end] + [""]:
+        if line:
+            current.append(line)
+        elif current:
+            paragraphs.append(join_lines(current))
+            current = []
+    notes, tags = {}, {}
+    for para in paragraphs:
+        note, tag = _UPDATE_NOTE.match(para), _TAG_MEANING.match(para)
+        if note:
+            notes[note.group(2)] = para
+        elif tag:
+            tags[tag.group(1)] = para
+    return {"notes": notes, "tags": tags}
+
+
 def render_jsonl(records: list[Record]) -> str:
     return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
 
@@ -257,10 +290,25 @@ def build(source: Path | None = None, out: Path | None = None) -> list[Record]:
     records = parse(raw)
     body = render_jsonl(records)
     out.write_text(body, encoding="utf-8")
+    updates = parse_updates(raw)
+    years = {str(r.year) for r in records}
+    if set(updates["tags"]) != years:
+        raise CorpusError(f"year tags {sorted(years)} do not match the update information {sorted(updates['tags'])}")
     meta = {"source": source.name, "source_sha256": sha256_text(raw), "parser_version": PARSER_VERSION,
-            "corpus_sha256": sha256_text(body), "records": len(records)}
+            "corpus_sha256": sha256_text(body), "records": len(records), "update_information": updates}
     out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return records
+
+
+def load_meta(path: Path | None = None) -> dict:
+    """The provenance written beside the corpus (source and corpus hashes, parser, update information)."""
+    meta_path = (path or config.CORPUS_PATH).with_suffix(".meta.json")
+    return json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def load_updates(path: Path | None = None) -> dict:
+    """The update information recorded beside the corpus (see parse_updates)."""
+    return load_meta(path).get("update_information") or {"notes": {}, "tags": {}}
 
 
 def load(path: Path | None = None, source: Path | None = None) -> list[dict]:

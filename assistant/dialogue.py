@@ -1,7 +1,14 @@
 """Conversation logic shared by the command line, the evaluation and the Rasa actions.
 
 The state is a plain dict whose keys are the Rasa slot names, so an action can pass the tracker's
-slots in and set the returned values as SlotSet events: one behaviour on every channel.
+slots in and set the returned values as SlotSet events: one behaviour on every channel. It is
+structured, never concatenated text:
+
+- the patient profile (sex, age group, menopausal status, ER/HER2, prior therapies, metastatic sites,
+  line of therapy), filled from any turn and kept until the clinician starts a new patient; it decides
+  which recommendations apply (rerank, clarification) and is never searched as words;
+- the current topic as concepts by role (problem, intervention, aspect). Each turn searches on its own
+  concepts and takes from the topic only the roles it leaves out.
 """
 
 from __future__ import annotations
@@ -11,43 +18,45 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from assistant import answer, config
-from assistant.entities import REC_ID_LABEL, affirmed_concepts, without_spans
 from assistant.lexicon import load_yaml_validated
+from assistant.profile import PROFILE_SLOTS, ProfileRules
+from assistant.query import Analyzer, Query
 
-SLOTS = ("cg81_topic", "sex", "menopausal_status", "er_status", "her2_status", "prior_therapy",
-         "metastasis_site", "pending_clarification", "last_answer_ids")
-_FOLLOWUP_START = re.compile(
-    r"^\s*(and|what about|how about|what if|and if|if|but|same|ok(ay)?,? and|also|in|for|then|after that|"
-    r"what'?s next|next)\b", re.IGNORECASE)
+SLOTS = ("topic", *PROFILE_SLOTS, "pending_clarification", "last_answer_ids")
 _SECTION_RE = re.compile(r"\bsection\s*(1\.[1-5]|[1-5])\b(?!\.\d)", re.IGNORECASE)
 _LIST_RE = re.compile(r"\b(list|show (me )?(all|every)|all (the |of the )?(recs?|recommendations?)\b|"
                       r"every recommendation|summari[sz]e|(recs|recommendations) (for|on|about|in)\b)",
                       re.IGNORECASE)
 _RESEARCH_LIST_RE = re.compile(r"\bresearch rec", re.IGNORECASE)
-# Short messages that point back ("which one?", "anything after that?", "who coordinates her care?").
-_ANAPHORA = re.compile(r"\b(she|her|he|him|his|they|them|it|that|this|those|these|one|then|instead)\b", re.I)
 # An ellipsis is made of ordinary question words; a short string with none of them is noise, not a
-# follow-up, and must not be answered from the earlier question ("qwzx vbnm").
+# follow-up, and must not be answered from the earlier question ("qwzx vbnm", "thanks").
 _QUESTION_WORDS = re.compile(
     r"\b(what|which|who|whom|how|when|why|where|and|or|after|before|then|next|else|more|also|anything|any|"
     r"other|one|that|this|she|he|her|his|they|them|it|so|instead|too|though|about|should|can|do|does|is|"
-    r"are|if)\b", re.I)
+    r"are|if|now|treatment|treat|tx|manage|management|mgmt|plan|options?|approach|recommend(ed)?|offer)\b", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
-# Labels that only describe the patient: a message made of these (and little else) refines the
-# previous question instead of starting a new one.
-_PATIENT_LABELS = {"SEX", "MENOPAUSAL_STATUS", "RECEPTOR", "PRIOR_THERAPY", "LINE_OF_THERAPY"}
 FOLLOWUP_INTENTS = {"follow_up", "clarify"}
-_PROBLEM_LABELS = {"COMPLICATION", "MET_SITE"}
+_OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+?)(?=\s+(?:to|for|as|following|after|"
+                       r"in|within|on)\b|[:.,;]|$)", re.IGNORECASE)
+ROLES = ("problem", "intervention", "aspect")
+# Concept weights of one turn's search: the message's own question counts fully; its description of the
+# patient and what a follow-up carries over from the topic count less; patient facts are not topics.
+DESCRIBED_WEIGHT = 0.5
+CARRIED_WEIGHT = 0.6
+PROFILE_WEIGHT = 0.3
+NEGATED_FACTOR = 0.8
+CONFLICT_SHOWN = 0.35     # closest recommendations named when none fits the patient (relative to MIN_ANSWER)
 
 
 @dataclass
 class Reply:
-    kind: str                 # answer | abstain | clarify | lookup | list | invalid
+    kind: str                 # answer | abstain | clarify | lookup | list | reset | invalid
     text: str
     payload: dict | None
     state: dict
     buttons: list = field(default_factory=list)
-    query: str = ""           # the context-merged question that was searched
+    query: str = ""           # what was searched (for explanation and debugging)
+    trace: dict = field(default_factory=dict)  # weights, carried topic and scored candidates
 
 
 def clean(message) -> str:
@@ -59,21 +68,24 @@ def clean(message) -> str:
 
 
 class DialogueRules:
-    def __init__(self, data: dict) -> None:
-        self.attributes = data["patient_attributes"]
+    """The dialogue YAML: profile attributes, concept roles, phrasing patterns and clarifications."""
+
+    def __init__(self, data: dict, lexicon) -> None:
+        self.profile = ProfileRules(data["profile"], lexicon)
+        self.roles = data["roles"]
+        self.reset_patterns = data["reset_patterns"]
+        self.ellipsis_start = data["ellipsis_start"]
+        self.anaphora = data["anaphora"]
+        self.update = data["update"]
+        self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
-        self.problems = set(data["topic_change"]["problems"])
-        self.drops_labels = set(data["topic_change"]["drops_labels"])
-        self.concept_slot = {c: slot for slot, spec in self.attributes.items() for c in spec["concepts"]}
 
     @classmethod
-    def load(cls, path=None) -> DialogueRules:
-        schema = config.CORPUS_DIR / "terminology" / "dialogue.schema.json"
-        return cls(load_yaml_validated(path or config.DIALOGUE_RULES_PATH, schema))
+    def load(cls, lexicon=None, path=None) -> DialogueRules:
+        from assistant.lexicon import Lexicon
 
-    def group_of(self, concept: str) -> str | None:
-        slot = self.concept_slot.get(concept)
-        return self.attributes[slot]["group"] if slot else None
+        schema = config.CORPUS_DIR / "terminology" / "dialogue.schema.json"
+        return cls(load_yaml_validated(path or config.DIALOGUE_RULES_PATH, schema), lexicon or Lexicon.load())
 
 
 class Assistant:
@@ -85,92 +97,12 @@ class Assistant:
         self.mode = mode          # "bm25" / "dense" only for the baselines in the evaluation
         self.abstain = abstain
         self.extractor = retriever.extractor
-        self.rules = rules or DialogueRules.load()
-
-    # ------------------------------------------------------------------ helpers
-    def _patient_context(self, concepts: set) -> dict:
-        """Patient attributes of the (context-merged) question: a follow-up's query keeps the earlier
-        attributes it did not restate, so this is the whole conversation's view of the patient."""
-        ctx: dict = {}
-        for c in sorted(concepts):
-            slot = self.rules.concept_slot.get(c)
-            if slot:
-                ctx[slot] = c
-        return ctx
-
-    def _is_followup(self, text: str, entities: list, state: dict, intent: str | None) -> bool:
-        if not state.get("cg81_topic"):
-            return False
-        labels = {e.label for e in entities if e.label != REC_ID_LABEL}
-        if not labels and not _QUESTION_WORDS.search(text):
-            return False  # noise is never read as a follow-up, whatever the classifier said
-        if intent in FOLLOWUP_INTENTS or state.get("pending_clarification"):
-            return True
-        words = re.findall(r"[A-Za-z0-9+]+", text)
-        if _FOLLOWUP_START.match(text) and len(words) <= 10:
-            return True
-        if len(words) <= 6 and (not labels or _ANAPHORA.search(text)) and not labels & _PROBLEM_LABELS:
-            return True
-        if bool(labels) and labels <= _PATIENT_LABELS and len(words) <= 8:
-            return True
-        # The conversation is about a described patient: a question that neither re-describes the
-        # patient nor raises a new clinical problem continues it ("... progressed on letrozole" →
-        # "what's the next endocrine option?").
-        described = any(state.get(s) for s in self.rules.attributes if s != "metastasis_site")
-        return described and not labels & _PATIENT_LABELS and not self._new_problem(state["cg81_topic"], entities)
-
-    def _new_problem(self, topic: str, entities: list) -> bool:
-        closure = self.extractor.lexicon.closure
-        old = closure(e.value for e in self.extractor.extract(topic)) & self.rules.problems
-        return bool((closure(e.value for e in entities) & self.rules.problems) - old)
-
-    def _group(self, entity) -> str:
-        """Attributes that replace each other in a follow-up: patient group (sex or menopausal status),
-        receptor, prior therapy...; otherwise the lexicon label (a new therapy replaces the old one)."""
-        return self.rules.group_of(entity.value) or entity.label
-
-    def merge(self, topic: str, text: str, entities: list) -> str:
-        """The previous question minus what this message restates, then this message.
-
-        A restated attribute replaces its earlier value ("and for men?" drops "postmenopausal"); a new
-        clinical problem (a complication or metastasis site) also drops the earlier treatments, which
-        belonged to the earlier problem ("CDT for lymphoedema?" → "what about fatigue?").
-        """
-        groups = {self._group(e) for e in entities if e.label not in ("CONDITION", REC_ID_LABEL)}
-        old = self.extractor.extract(topic)
-        new_problem = self._new_problem(topic, entities)
-        kept = without_spans(topic, [e for e in old if self._group(e) in groups
-                                     or (new_problem and e.label in self.rules.drops_labels)])
-        return f"{' '.join(kept.split())} {text}"
-
-    def _clarify_or_rerank(self, ranked: list, concepts: set, ctx: dict) -> tuple:
-        """Apply each clarification rule in turn: a known attribute moves its recommendations to the
-        top; an unknown one that the top answers depend on yields (rule, ranked) to ask about."""
-        known = set(concepts) | set(ctx.values())
-        for rule in self.rules.clarifications:
-            top = [c.id for c in ranked[: rule.get("top_k", 4)]]
-            if not top or top[0] not in rule["trigger_top"]:
-                continue
-            if rule.get("requires_any") and not known & set(rule["requires_any"]):
-                continue
-            chosen = [o for o in rule["options"] if known & set(o["concepts"])]
-            if len(chosen) == 1:
-                others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
-                others -= set(chosen[0]["recommendations"])
-                # Recommendations for the other patient groups do not apply: never "also relevant".
-                ranked = [c for c in self._promote(ranked, chosen[0]["recommendations"]) if c.id not in others]
-                continue
-            present = [o for o in rule["options"] if set(o["recommendations"]) & set(top)]
-            if not chosen and len(present) >= rule.get("min_options_in_top", 2):
-                return rule, ranked
-        return None, ranked
-
-    def _promote(self, ranked: list, ids: list) -> list:
-        from assistant.retrieval import Candidate
-
-        have = {c.id: c for c in ranked}
-        first = [have.get(i) or Candidate(i, score=0.0) for i in ids]
-        return first + [c for c in ranked if c.id not in ids]
+        self.rules = rules or DialogueRules.load(self.extractor.lexicon)
+        self.analyzer = Analyzer(self.extractor, self.rules)
+        prof = self.rules.profile
+        self.conditions = {r["id"]: prof.conditions(c, n, self._offered(r)) for r, c, n in
+                           zip(retriever.records, retriever.record_concepts, retriever.record_negated)}
+        self.years = sorted({r["year"] for r in retriever.records})
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
@@ -182,47 +114,249 @@ class Assistant:
         if raw_len > config.MAX_QUESTION_CHARS:
             return Reply("invalid", answer.too_long(config.MAX_QUESTION_CHARS), None, state)
 
-        entities = self.extractor.extract(text)
-        rec_ids = list(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
-        if rec_ids:
-            return self.lookup(rec_ids, state, text)
-        listing = self._list_request(text, intent, state)
+        q = self.analyzer.analyse(text)
+        base = state
+        if q.reset:
+            base = {s: None for s in SLOTS}
+            if not q.concepts and not q.rec_ids and q.words <= 8:
+                return Reply("reset", answer.RESET_TEXT, None, base)
+        if q.rec_ids:
+            return self.lookup(list(q.rec_ids), base, update=q.update)
+        update = q.update or bool(q.years and (base.get("topic") or {}).get("kind") == "update")
+        if update:
+            reply = self._update_list(q, base)
+            if reply is not None:
+                return reply
+        listing = self._list_request(q, intent, base)
         if listing is not None:
             return listing
+        return self._answer(q, base, intent, years=update)
 
-        followup = self._is_followup(text, entities, state, intent)
-        query = self.merge(state["cg81_topic"], text, entities) if followup else text
-        result = self.retriever.search(query, mode=self.mode, abstain=self.abstain,
-                                       focus=text if followup else None)
-        concepts = affirmed_concepts(self.extractor.lexicon, entities)
-        lex = self.extractor.lexicon.concepts
-        own_oos = sorted(c for c in concepts if lex[c].out_of_scope)
-        if (own_oos and self.abstain) or result.abstained:
-            reason = "out_of_scope:" + ",".join(own_oos) if own_oos else result.reason
+    def _answer(self, q: Query, state: dict, intent: str | None, years: bool = False) -> Reply:
+        facts = {k: v for k, v in q.facts.items() if not k.startswith("_")}
+        profile = self.rules.profile.merge(state, facts)
+        topic = state.get("topic") or {}
+        sites = set(state.get("metastatic_sites") or [])
+        followup = bool(topic or sites) and self._continues(q, state, intent)
+        carried = self._carried(q, topic, sites) if followup else {}
+        research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
+        request = self._request(q, carried, profile, research)
+        result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
+        trace = {"weights": request.weights, "carried": carried, "followup": followup,
+                 "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
+                                for c in result.candidates]}
+        if (q.oos and self.abstain) or result.abstained:
+            reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
+            # Nothing answered, but patient facts stated in scope are kept for the next question.
+            kept = state if q.oos or q.leading_ellipsis else {**state, **profile}
+            return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), kept,
+                         query=request.text, trace=trace)
+        if research and self.abstain and self._research_off_topic(result, q, carried):
+            reason = "no_research_on_topic"
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), state,
-                         query=query)
+                         query=request.text, trace=trace)
 
-        ctx = self._patient_context(result.concepts)
-        new_state = {**state, **{s: None for s in self.rules.attributes}, **ctx,
-                     "cg81_topic": query if followup else text, "pending_clarification": None}
+        # Asked which agent or option ("which endocrine therapy?"): kept for the follow-ups that refine it.
+        same_topic = followup and not (q.role_set("problem") | q.role_set("intervention"))
+        choice = bool(self.rules.choice_question.search(q.question)) or (same_topic and bool(topic.get("choice")))
+        new_topic = {r: sorted(q.role_set(r) | set(carried.get(r, []))) for r in ROLES}
+        if q.sites_as_context:
+            # Sites in a description of the patient are profile facts, not the problem asked about.
+            new_topic["problem"] = [c for c in new_topic["problem"]
+                                    if self.rules.profile.attribute_of.get(c) != "metastatic_sites"]
+        if not any(new_topic.values()):
+            new_topic = {r: list(topic.get(r) or []) for r in ROLES} if followup else {}
+        new_topic = {k: v for k, v in new_topic.items() if v}
+        if new_topic and choice:
+            new_topic["choice"] = True
+        new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}
+        patient = self.rules.profile.closure(profile)
         ranked = list(result.candidates)
-        rule, ranked = self._clarify_or_rerank(ranked, result.concepts, ctx)
+        rule, ranked = self._clarify_or_rerank(ranked, patient)
+        if self.abstain and not rule and ranked and self._applies(ranked[0].id, patient).conflicting:
+            # Every recommendation that fits the question is written for another patient group or history
+            # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
+            closest = [c.id for c in ranked[:3] if c.score >= self._min_score() * CONFLICT_SHOWN]
+            reason = "not_for_this_patient"
+            # The patient's facts and the topic stay: the next message usually goes on about this patient.
+            return Reply("abstain", answer.not_for_patient_text(closest or [ranked[0].id]),
+                         answer.abstention_payload(reason), {**new_state, "last_answer_ids": None},
+                         query=request.text, trace=trace)
+        notes = self._notes(q, ranked[:1])
+        if years:
+            tags = self.retriever.updates.get("tags", {})
+            notes += [answer.year_note(c.id, self.retriever.by_id[c.id]["year"], tags) for c in ranked[:1]]
         if rule:
-            # The recommendation that holds whatever the answer (1.3.1) first, then the ones that differ.
+            # Candidates: best fit to the described patient first; then the general recommendation (1.3.1
+            # holds whatever the answer) before the ones that differ by the answer, unless the question asks
+            # which agent to choose. Nothing written for a patient group already ruled out.
+            options = self._open_options(rule, patient)
+            general = rule.get("general", [])
             top_ids = [c.id for c in ranked[: rule.get("top_k", 4)]]
-            ids = [i for i in rule.get("general", []) if i in top_ids]
-            ids += [c.id for c in ranked if c.id in rule["trigger_top"] and c.id not in ids]
+            allowed = {i for o in options for i in o["recommendations"]} | {i for i in general if i in top_ids}
+            fit = {c.id: self._applies(c.id, patient) for c in ranked}
+            ids = [c.id for c in ranked if c.id in rule["trigger_top"] and c.id in allowed
+                   and not fit[c.id].conflicting]
+            order = {i: n for n, i in enumerate(ids)}
+            ids.sort(key=lambda i: (-len(fit[i].matched), (i in general) == choice, order[i]))
             scores = {c.id: c.score for c in ranked}
-            clar = {"question": rule["question"], "options": [o["label"] for o in rule["options"]]}
+            question = rule["question"] if len(options) == len(rule["options"]) else \
+                "The recommendation depends on the patient: " + " or ".join(o["label"].lower() for o in options) + "?"
+            clar = {"question": question, "options": [o["label"] for o in options]}
             new_state.update(pending_clarification=rule["id"], last_answer_ids=ids)
             answers = [answer.answer_item(self.retriever.by_id[i], scores.get(i)) for i in ids]
             return Reply("clarify", answer.clarification_text(clar, answers),
-                         answer.payload(answers, clarification=clar), new_state,
-                         buttons=[{"title": o, "payload": o} for o in clar["options"]], query=query)
-        shown = [ranked[0]] + [c for c in ranked[1:3] if c.score >= self._min_score()]
+                         answer.payload(answers, clarification=clar, notes=notes), new_state,
+                         buttons=[{"title": o, "payload": o} for o in clar["options"]], query=request.text,
+                         trace=trace)
+        conflicting = {c.id for c in ranked if self._applies(c.id, patient).conflicting}
+        shown = [ranked[0]] + [c for c in ranked[1:3] if c.score >= self._min_score() and c.id not in conflicting]
         answers = [answer.answer_item(self.retriever.by_id[c.id], c.score) for c in shown]
         new_state["last_answer_ids"] = [a["id"] for a in answers]
-        return Reply("answer", answer.answer_text(answers), answer.payload(answers), new_state, query=query)
+        return Reply("answer", answer.answer_text(answers, notes=notes), answer.payload(answers, notes=notes),
+                     new_state, query=request.text, trace=trace)
+
+    # ------------------------------------------------------------------ follow-ups
+    def _continues(self, q: Query, state: dict, intent: str | None) -> bool:
+        """Does this message lean on the conversation (ellipsis, pronoun, refinement, clarification
+        answer), rather than start afresh or be noise?"""
+        if q.reset:
+            return False
+        if not q.concepts and not _QUESTION_WORDS.search(q.text):
+            return False  # noise is never read as a follow-up, whatever the classifier said
+        own = q.role_set("problem") | q.role_set("intervention")
+        if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
+            return True
+        # A message that only describes the patient or asks an aspect ("who?", "what support?") refines
+        # the current topic; one that names its own problem and intervention is a question of its own.
+        return not (q.role_set("problem") and q.role_set("intervention")) or not own
+
+    def _compatible(self, a: set, b: set) -> bool:
+        """Some recommendation is about both (imaging and the liver: yes; endocrine therapy and
+        fatigue: no), so keeping one with the other makes sense."""
+        if not a or not b:
+            return True
+        return any(set(d) & a and set(d) & b for d in self.retriever.doc_concepts)
+
+    def _carried(self, q: Query, topic: dict, sites: set) -> dict:
+        """The roles of the topic that this message leaves out, and that fit with what it says. Where the
+        topic names no problem, the patient's metastatic sites stand in for it ("newly diagnosed bone
+        mets in a 60F, ER+" -> "should she have bisphosphonates?")."""
+        own = {r: q.role_set(r) for r in ROLES}
+        old = {r: set(topic.get(r) or []) for r in ROLES}
+        if not old["problem"] and not old["intervention"] and not old["aspect"]:
+            old["problem"] = set(sites)
+        elif not old["problem"] and own["intervention"]:
+            old["problem"] = set(sites)
+        carried: dict = {}
+        if not own["problem"] and not own["intervention"]:
+            carried = {"problem": old["problem"], "intervention": old["intervention"]}
+        elif not own["problem"]:
+            if self._compatible(own["intervention"], old["problem"]):
+                carried["problem"] = old["problem"]
+        elif not own["intervention"] and q.elliptical:
+            if self._compatible(own["problem"], old["intervention"]):
+                carried["intervention"] = old["intervention"]
+        if not own["aspect"] and (not own["problem"] and not own["intervention"]):
+            carried["aspect"] = old["aspect"]
+        return {r: sorted(v) for r, v in carried.items() if v}
+
+    def _request(self, q: Query, carried: dict, profile: dict, research: bool):
+        from assistant.retrieval import SearchRequest
+
+        weights: dict = {}
+        lex = self.extractor.lexicon
+        for c in q.asked:
+            weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else 1.0
+        for c in q.described:
+            weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts else DESCRIBED_WEIGHT)
+        carried_concepts = lex.closure(c for v in carried.values() for c in v)
+        for c in carried_concepts:
+            weights.setdefault(c, CARRIED_WEIGHT)
+        weights = {c: w for c, w in weights.items() if c in lex.concepts and lex.concepts[c].label not in
+                   ("CONDITION", "OUT_OF_SCOPE")}
+        text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
+        patient = self.rules.profile.closure(profile)
+        factors = {rid: self._applies(rid, patient).factor for rid in self.conditions}
+        # What the clinician rules out ("not life threatening", "no brain mets") counts against the
+        # recommendations about it.
+        negated = {c for c in q.negated if c in lex.concepts and lex.concepts[c].label not in
+                   ("CONDITION", "OUT_OF_SCOPE")} - set(q.concepts)
+        if negated:
+            for r in self.retriever.records:
+                if negated & set(self.retriever.concepts_of(r["id"])):
+                    factors[r["id"]] *= NEGATED_FACTOR
+        anchored = bool(q.role_set("problem") | q.role_set("intervention"))
+        return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored)
+
+    def _offered(self, record: dict) -> set:
+        """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or
+        'Consider' ("Offer an aromatase inhibitor ... to:"), not those in its conditions ("who have been
+        treated with chemotherapy")."""
+        if record["strength"] not in ("offer", "consider"):
+            return set()
+        m = _OFFER_RE.search(record["text"])
+        if not m:
+            return set()
+        return {e.value for e in self.extractor.extract(m.group("what"))
+                if e.label in ("DRUG", "THERAPY") and not e.negated}
+
+    def _applies(self, rec_id: str, patient: set):
+        return self.rules.profile.applicability(self.conditions.get(rec_id, {}), patient)
+
+    def _research_off_topic(self, result, q: Query, carried: dict) -> bool:
+        """Research asked about a topic no research recommendation covers ("any research on fatigue?"):
+        the best research recommendation shares none of the question's problems or interventions."""
+        topical = self._scored_topic(q) or set(carried.get("problem", [])) | set(carried.get("intervention", []))
+        if not topical:
+            return False
+        top = self.retriever.by_id[result.candidates[0].id]
+        return top["kind"] == "research" and not topical & set(self.retriever.concepts_of(top["id"]))
+
+    def _notes(self, q: Query, top: list) -> list:
+        age = q.facts.get("_menopause_from_age")
+        if age is None or not top:
+            return []
+        if "patient_group" not in self.conditions.get(top[0].id, {}):
+            return []
+        return [answer.menopause_note(q.facts["menopausal_status"], age)]
+
+    # ------------------------------------------------------------------ clarification
+    def _open_options(self, rule: dict, patient: set) -> list:
+        excluded = {x for c in patient for x in self.rules.profile.exclusive.get(c, ())}
+        return [o for o in rule["options"]
+                if not all(self.extractor.lexicon.closure([c]) & excluded for c in o["concepts"])]
+
+    def _clarify_or_rerank(self, ranked: list, patient: set) -> tuple:
+        """Apply each clarification rule in turn: a known patient fact moves its recommendations to the
+        top; an unknown one that the top answers depend on yields (rule, ranked) to ask about."""
+        for rule in self.rules.clarifications:
+            top = [c.id for c in ranked[: rule.get("top_k", 4)]]
+            if not top or top[0] not in rule["trigger_top"]:
+                continue
+            if rule.get("requires_any") and not patient & set(rule["requires_any"]):
+                continue
+            options = self._open_options(rule, patient)
+            chosen = [o for o in options if patient & set(o["concepts"])]
+            if len(chosen) != 1 and len(options) == 1:
+                chosen = options
+            if len(chosen) == 1:
+                others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
+                others -= set(chosen[0]["recommendations"])
+                # Recommendations for the other patient groups do not apply: never "also relevant".
+                ranked = [c for c in self._promote(ranked, chosen[0]["recommendations"]) if c.id not in others]
+                continue
+            present = [o for o in options if set(o["recommendations"]) & set(top)]
+            if not chosen and len(present) >= rule.get("min_options_in_top", 2):
+                return rule, ranked
+        return None, ranked
+
+    def _promote(self, ranked: list, ids: list) -> list:
+        from assistant.retrieval import Candidate
+
+        have = {c.id: c for c in ranked}
+        first = [have.get(i) or Candidate(i, score=0.0) for i in ids]
+        return first + [c for c in ranked if c.id not in ids]
 
     @staticmethod
     def _min_score() -> float:
@@ -230,18 +364,59 @@ class Assistant:
 
         return MIN_ANSWER_SCORE
 
-    def lookup(self, rec_ids: list, state: dict, text: str = "") -> Reply:
+    # ------------------------------------------------------------------ look-up, listing, updates
+    def lookup(self, rec_ids: list, state: dict, update: bool = False) -> Reply:
         found = [i for i in rec_ids if i in self.retriever.by_id]
         missing = [i for i in rec_ids if i not in self.retriever.by_id]
         if not found:
             return Reply("abstain", answer.unknown_ids_text(missing), answer.abstention_payload("unknown_id"),
                          state)
         answers = [answer.answer_item(self.retriever.by_id[i], 1.0) for i in found]
-        new_state = {**state, "cg81_topic": self.retriever.doc_text(self.retriever.by_id[found[0]]),
+        rec = self.retriever.by_id[found[0]]
+        concepts = self.retriever.record_concepts[self.retriever.records.index(rec)]
+        q_roles = {c: self.analyzer.role(c) for c in concepts if self.analyzer.role(c) in ROLES
+                   and not self.analyzer.is_profile_concept(c)}
+        topic = {r: sorted(c for c, role in q_roles.items() if role == r) for r in ROLES}
+        new_state = {**state, "topic": {k: v for k, v in topic.items() if v} or None,
                      "pending_clarification": None, "last_answer_ids": found}
-        return Reply("lookup", answer.answer_text(answers, missing=missing), answer.payload(answers), new_state)
+        tags = self.retriever.updates.get("tags", {})
+        notes = [answer.year_note(a["id"], a["year"], tags) for a in answers] if update else []
+        return Reply("lookup", answer.answer_text(answers, missing=missing, notes=notes),
+                     answer.payload(answers, notes=notes), new_state)
 
-    def _list_request(self, text: str, intent: str | None, state: dict) -> Reply | None:
+    def _update_list(self, q: Query, state: dict) -> Reply | None:
+        """'What changed in 2017?', 'recs from the 2014 update', 'what's new?': the recommendations with that
+        year tag (the latest update when no year is named), with the guideline's own update note. About a
+        topic ("what year is the bisphosphonate rec?") the topic is searched instead and the answer carries
+        its year; None hands the turn to that search."""
+        years = [y for y in q.years if y in self.years]
+        topical = self._scored_topic(q)
+        if (q.years and not years) or (topical and not years):
+            return None
+        year = years[0] if years else max(self.years)
+        records = [r for r in self.retriever.records if r["year"] == year]
+        if q.research and not topical:
+            records = [r for r in records if r["kind"] == "research"] or records
+        elif topical:
+            records = [r for r in records if topical & set(self.retriever.concepts_of(r["id"]))]
+            if not records:
+                return None
+        if not q.research:
+            records = sorted(records, key=lambda r: r["kind"] == "research")
+        answers = [answer.answer_item(r, None) for r in records]
+        new_state = {**state, "topic": {"kind": "update"}, "pending_clarification": None,
+                     "last_answer_ids": [r["id"] for r in records]}
+        return Reply("list", answer.update_text(year, records, self.retriever.updates),
+                     answer.payload(answers), new_state)
+
+    def _scored_topic(self, q: Query) -> set:
+        """The problems and interventions the message names itself (not what they imply: 'trastuzumab',
+        not 'systemic therapy')."""
+        named = {e.value for e in q.entities if not e.negated}
+        return {c for c, r in q.roles.items() if r in ("problem", "intervention") and c in named}
+
+    def _list_request(self, q: Query, intent: str | None, state: dict) -> Reply | None:
+        text = q.text
         section = _SECTION_RE.search(text)
         if section:
             sec = section.group(1)
@@ -251,10 +426,10 @@ class Assistant:
               and not self.retriever.topical_concepts(text) - {"research"}):
             # "all research recommendations"; "research recs on chemo sequencing" is searched instead.
             ids = [r["id"] for r in self.retriever.records if r["kind"] == "research"]
-        elif _LIST_RE.search(text):
+        elif _LIST_RE.search(text) and not q.research:
             # The wording decides, not the classifier: "does NICE say anything about X?" is a question
             # even when it is classified as a list request.
-            result = self.retriever.search(text)
+            result = self.retriever.search(self.retriever.request(text, list(q.entities)))
             if result.abstained:
                 return None
             top = self.retriever.by_id[result.candidates[0].id]

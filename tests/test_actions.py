@@ -54,7 +54,9 @@ def test_lookup_sends_exact_text_payload_and_sets_slots(assistant, corpus_by_id)
                 + rec["text"],
         "buttons": [], "elements": [], "custom": answer.payload([item]), "template": None, "response": None,
         "image": None, "attachment": None}]
-    assert events == [SlotSet("cg81_topic", assistant.retriever.doc_text(rec)),
+    # The looked-up recommendation becomes the topic, as concepts by role, so "who does that?" can follow.
+    assert events == [SlotSet("topic", {"problem": ["bone_metastases", "bone_pain"],
+                                        "intervention": ["radiotherapy", "single_fraction"]}),
                       SlotSet("last_answer_ids", ["1.5.16"])]
 
 
@@ -69,7 +71,7 @@ def test_question_answer_payload_is_verbatim(assistant, corpus_by_id):
     assert message["text"].startswith("NICE CG81 recommendation 1.1.8 [2009] — section 1.1 Diagnosis and assessment")
     assert corpus_by_id["1.1.8"]["text"] in message["text"]
     assert SlotSet("last_answer_ids", [a["id"] for a in payload["answers"]]) in events
-    assert SlotSet("cg81_topic", "should I monitor with PET-CT?") in events
+    assert SlotSet("topic", {"intervention": ["pet_ct"], "aspect": ["monitoring"]}) in events
 
 
 def test_clarification_then_button_answer_through_slots(assistant):
@@ -101,7 +103,7 @@ def test_follow_up_resolves_against_previous_question(assistant):
 
 
 def test_out_of_scope_abstains_and_keeps_context(assistant):
-    slots = {"cg81_topic": "bone mets imaging", "last_answer_ids": ["1.1.2"]}
+    slots = {"topic": {"problem": ["bone_metastases"], "intervention": ["imaging"]}, "last_answer_ids": ["1.1.2"]}
     messages, events = run(ActionAnswerRecommendation(assistant), tracker("what dose of letrozole?", "out_of_scope",
                                                                           slots))
     [message] = messages

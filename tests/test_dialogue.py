@@ -76,7 +76,8 @@ def test_answer_payload_contract(assistant, corpus_by_id):
     assert all(0.0 <= s <= 1.0 for s in scores) and scores == sorted(scores, reverse=True)
     assert reply.buttons == []
     assert reply.state["last_answer_ids"] == ids(reply)
-    assert reply.state["cg81_topic"] == "should I monitor with PET-CT?"
+    # The topic is kept as concepts by role, never as text to be concatenated with the next message.
+    assert reply.state["topic"] == {"intervention": ["pet_ct"], "aspect": ["monitoring"]}
 
 
 def test_reply_text_quotes_the_recommendation(assistant, corpus_by_id):
@@ -149,14 +150,21 @@ def test_clarification_for_endocrine_therapy(assistant, rules, corpus_by_id):
     assert clar["question"] == rule["question"] and clar["question"].endswith("?")
     assert clar["options"] == ["Postmenopausal woman", "Premenopausal or perimenopausal woman", "Man"]
     assert reply.buttons == [{"title": o, "payload": o} for o in clar["options"]]
-    assert {"1.3.4", "1.3.7"} <= set(ids(reply))
-    assert ids(reply)[0] == "1.3.1"  # holds for every patient group
+    assert {"1.3.1", "1.3.4", "1.3.5", "1.3.7"} <= set(ids(reply))
+    # "Which endocrine therapy?" is answered by the group-specific recommendations: they come first,
+    # 1.3.1 (endocrine therapy for the majority, whatever the group) after them.
+    assert ids(reply)[0] in {"1.3.4", "1.3.5", "1.3.7"}
     assert reply.payload["abstained"] is False
     assert_exact_answers(reply, corpus_by_id)
     assert reply.state["pending_clarification"] == "endocrine_patient_group"
     assert reply.state["last_answer_ids"] == ids(reply)
     assert clar["question"] in reply.text
     assert all(corpus_by_id[i]["text"] in reply.text for i in ids(reply))
+
+
+def test_whether_to_use_endocrine_therapy_puts_the_general_recommendation_first(assistant):
+    reply = assistant.respond("ER+ advanced breast cancer, first line: chemo or endocrine?", {})
+    assert ids(reply)[0] == "1.3.1"
 
 
 @pytest.mark.parametrize("option,expected", [
@@ -351,3 +359,96 @@ def test_too_long_message_is_refused_not_truncated(assistant):
 def test_unknown_state_keys_are_dropped_and_missing_ones_filled(assistant):
     reply = assistant.respond("should I monitor with PET-CT?", {"password": "x", "sex": None})
     assert set(reply.state) == set(SLOTS)
+
+
+# ---------------------------------------------------------------- conversations as clinicians hold them
+def test_changing_the_subject_after_a_clarification_chain(assistant):
+    """Issue 8: after endocrine therapy for a premenopausal woman who progressed on tamoxifen, a new
+    clinical problem gets that problem's recommendations, not the endocrine one again."""
+    reply = talk(assistant, "which endocrine therapy for ER+ MBC?", "Premenopausal or perimenopausal woman",
+                 "she progressed on tamoxifen")
+    assert ids(reply)[0] == "1.3.6"
+    after = assistant.respond("what about lymphoedema?", reply.state)
+    assert after.payload["answers"][0]["subsection"] == "Lymphoedema"
+    assert after.state["menopausal_status"] == "premenopausal"            # the patient is still the same
+    assert after.state["prior_therapies"] == ["progressed_on_tamoxifen"]
+
+
+def test_topic_shifts_keep_the_patient_but_not_the_treatment(assistant):
+    state = talk(assistant, "postmenopausal woman with ER positive advanced breast cancer, first line?").state
+    fatigue = assistant.respond("what about fatigue?", state)
+    assert {a["subsection"] for a in fatigue.payload["answers"]} == {"Cancer-related fatigue"}
+    pain = assistant.respond("and bone pain?", fatigue.state)
+    assert pain.payload["answers"][0]["subsection"] == "Bone metastases"
+
+
+def test_ellipsis_keeps_the_intervention_and_the_words_of_the_message(assistant):
+    first = assistant.respond("imaging for bone mets", {})
+    reply = assistant.respond("and for the liver?", first.state)
+    assert ids(reply)[0] == "1.1.1"
+    assert reply.query.startswith("and for the liver?")                  # nothing cut out of either message
+    assert "imaging" in reply.state["topic"]["intervention"]
+
+
+def test_vignette_is_read_into_the_profile_not_asked_about(assistant):
+    reply = assistant.respond("71F ER+ HER2- liver and bone mets, no previous hormone therapy, what does NICE "
+                              "recommend?", {})
+    assert reply.kind == "answer" and ids(reply)[0] in {"1.3.4", "1.3.1"}
+    assert (reply.state["sex"], reply.state["age_group"], reply.state["menopausal_status"]) == (
+        "female", "70s", "postmenopausal")
+    assert any("postmenopausal from the age given (71)" in n for n in reply.payload["notes"])
+    assert "from the age given" in reply.text
+
+
+def test_vignette_clarifies_only_what_is_missing(assistant):
+    reply = assistant.respond("which hormone therapy 1st line for ER+ MBC? woman, 50", {})
+    assert reply.kind == "clarify"
+    assert "Man" not in reply.payload["clarification"]["options"]       # she is a woman: only her status is asked
+    assert len(reply.payload["clarification"]["options"]) == 2
+
+
+def test_lay_words_are_answered(assistant):
+    reply = assistant.respond("her arm has been really swollen since the mastectomy", {})
+    assert reply.kind == "answer" and reply.payload["answers"][0]["subsection"] == "Lymphoedema"
+
+
+def test_new_patient_clears_the_profile(assistant):
+    state = talk(assistant, "postmenopausal ER+ MBC, first line?").state
+    reset = assistant.respond("new patient", state)
+    assert reset.kind == "reset" and reset.state == {s: None for s in SLOTS}
+    reply = assistant.respond("different case: 66M ER+ bone mets, what hormone tx?", state)
+    assert ids(reply)[0] == "1.3.7" and reply.state["sex"] == "male" and reply.state["menopausal_status"] is None
+
+
+def test_research_only_when_asked_and_on_the_topic_in_context(assistant):
+    state = talk(assistant, "fungating tumour - who should manage the dressings?").state
+    reply = assistant.respond("has anyone called for trials on this?", state)
+    assert ids(reply)[0] == "RR6"
+    off = assistant.respond("any research recommendations on fatigue?", {})
+    assert off.kind == "abstain" and off.payload["reason"] == "no_research_on_topic"
+
+
+def test_no_recommendation_for_this_patient_is_said_plainly(assistant, corpus_by_id):
+    reply = talk(assistant, "postmenopausal ER+ MBC progressing on anastrozole", "what hormone therapy next?")
+    assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
+    assert_no_recommendation(reply, corpus_by_id)
+    assert "no recommendation that fits this patient" in reply.text
+    assert reply.state["prior_therapies"] == ["progressed_on_ai"]       # the patient is kept for what follows
+
+
+@pytest.mark.parametrize("message,expected", [
+    ("what changed in 2017?", ["1.1.6"]),
+    ("recommendations from the 2014 update", ["1.5.1", "1.5.2", "RR1"]),
+])
+def test_update_questions_list_the_recommendations_with_their_year(assistant, corpus_by_id, message, expected):
+    reply = assistant.respond(message, {})
+    assert reply.kind == "list" and ids(reply) == expected
+    assert all(corpus_by_id[i]["year"] == int(reply.text.split("[")[1][:4]) for i in expected)
+    assert "From the guideline's update information" in reply.text
+
+
+def test_is_a_recommendation_new(assistant):
+    reply = assistant.respond("is 1.1.6 new?", {})
+    assert ids(reply) == ["1.1.6"]
+    assert reply.payload["notes"] == ["Recommendation 1.1.6 is marked [2017]. [2017] indicates that the evidence "
+                                      "was reviewed and the recommendation updated in 2017."]

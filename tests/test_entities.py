@@ -98,7 +98,7 @@ def test_offsets_with_surrounding_text(extractor):
 def test_entity_to_dict(extractor):
     (e,) = extractor.extract("WBRT")
     assert e.to_dict() == {"start": 0, "end": 4, "text": "WBRT", "label": "THERAPY",
-                           "value": "whole_brain_radiotherapy", "negated": False}
+                           "value": "whole_brain_radiotherapy", "negated": False, "historical": False}
 
 
 # ---------------------------------------------------------------- typos
@@ -157,6 +157,32 @@ def test_negation_stops_at_a_clause_break(extractor):
         ("bone_metastases", True), ("brain_metastases", False)]
     assert [(e.value, e.negated) for e in extractor.extract("bone mets, not life threatening")] == [
         ("bone_metastases", False), ("life_threatening", True)]
+
+
+@pytest.mark.parametrize("text,value,negated", [
+    ("DVT excluded", "oos_side_effects", True),                    # a cue after the concept
+    ("treatable causes ruled out", "treatable_causes", True),
+    ("rule out DVT before CDT", "oos_side_effects", True),          # a two-word cue before it
+    ("unless they have a very poor prognosis", "very_poor_prognosis", True),  # an exception reaches further
+    ("ER negative disease", "er_negative", False),                 # "negative" inside a term is not a cue
+])
+def test_negation_cues_before_and_after(extractor, text, value, negated):
+    assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
+
+
+# ---------------------------------------------------------------- history
+@pytest.mark.parametrize("text,value,historical", [
+    ("she had 6 cycles of Taxotere", "docetaxel", True),
+    ("extracranial disease stable on letrozole", "letrozole", True),
+    ("ER+ pt finished 1st line chemo", "chemotherapy", True),
+    ("should she have chemo?", "chemotherapy", False),
+    ("should she go on endocrine now?", "endocrine_therapy", False),
+    ("had a bone scan, should she get chemo?", "chemotherapy", False),  # the cue belongs to the scan
+])
+def test_treatment_history(extractor, text, value, historical):
+    """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
+    [e] = [e for e in extractor.extract(text) if e.value == value]
+    assert e.historical is historical
 
 
 def test_multiword_term_with_its_own_negation_is_not_negated(extractor):

@@ -179,7 +179,7 @@ def test_malformed_gold_is_refused(tmp_path, mutate, message):
 
 
 @portable
-@pytest.mark.parametrize("name", ["cg81_gold.yaml", "cg81_heldout.yaml"])
+@pytest.mark.parametrize("name", ["cg81_gold.yaml", "cg81_heldout.yaml", "cg81_heldout2.yaml"])
 def test_committed_gold_sets_are_valid_and_name_real_recommendations(name):
     items = load_gold(config.ROOT / "tests" / "gold" / name)
     known = {r["id"] for r in corpus.load()}
@@ -255,3 +255,75 @@ def test_cli_ask_json(cli_runs, corpus_by_id):
     assert first["text"] == corpus_by_id["1.1.8"]["text"]
     assert data["payload"]["type"] == "guideline_answer" and data["payload"]["abstained"] is False
     assert corpus_by_id["1.1.8"]["text"] in data["text"]
+
+
+# ---------------------------------------------------------------- report, reliability, comparison
+def _scored(expected, rank, abstained, top_score, top_id=None, turns=("q",), reason=None):
+    r = _r(expected, rank, abstained)
+    r.update(turns=list(turns), top_score=top_score, top_id=top_id, reason=reason,
+             predicted=[] if abstained else [top_id],
+             section=evaluate.section_of(expected[0]) if expected else "out of scope")
+    return r
+
+
+SCORED = [
+    _scored(["1.1.8"], 1, False, 0.95, "1.1.8"),
+    _scored(["1.3.4"], 2, False, 0.55, "1.3.1", turns=("a", "b")),
+    _scored(["1.5.4"], None, True, 0.35, "1.5.4"),          # abstained, but its best candidate was right
+    _scored([], None, True, 0.32, "1.2.1"),                 # out of scope, abstained on the score
+    _scored([], None, True, 0.81, "1.3.4", reason="out_of_scope:oos_dosing"),
+]
+
+
+@portable
+def test_multi_turn_metric_counts_only_conversations():
+    m = metrics(SCORED)
+    assert (m["multi_turn_items"], m["multi_turn_top1"]) == (1, 0.0)
+    assert m["by_section"]["1.1"] == {"n": 1, "correct": 1.0}
+
+
+@portable
+def test_reliability_bins_share_of_right_best_candidates():
+    rows = {(r["lo"], r["hi"]): r for r in evaluate.reliability(SCORED)}
+    assert rows[(0.9, 1.0)] == {"lo": 0.9, "hi": 1.0, "n": 1, "correct": 1.0}
+    assert rows[(0.3, 0.4)]["n"] == 2 and rows[(0.3, 0.4)]["correct"] == 0.5   # 1.5.4 right, the OOS item not
+    assert rows[(0.5, 0.6)]["correct"] == 0.0
+    assert rows[(0.0, 0.1)]["correct"] is None
+
+
+@portable
+def test_threshold_sweep():
+    by_t = {r["threshold"]: r for r in evaluate.threshold_sweep(SCORED, thresholds=(0.3, 0.4))}
+    # At 0.3 nothing answerable is dropped: 1.1.8 and 1.5.4 right, 1.3.4 wrong; the dosing item abstains.
+    assert by_t[0.3] == {"threshold": 0.3, "top1": round(2 / 3, 4), "abstention_precision": 1.0,
+                         "abstention_recall": 0.5}
+    # At 0.4 the right 1.5.4 and the out-of-scope 0.32 item are below it.
+    assert by_t[0.4] == {"threshold": 0.4, "top1": round(1 / 3, 4), "abstention_precision": round(2 / 3, 4),
+                         "abstention_recall": 1.0}
+
+
+@portable
+def test_confusions_and_compare():
+    assert evaluate.confusions(SCORED)[0] == {"expected": "1.3.4", "predicted": "1.3.1", "n": 1}
+    old = {"metrics": metrics(SCORED), "items": SCORED}
+    better = [dict(i) for i in SCORED]
+    better[1].update(rank=1, correct=True, predicted=["1.3.4"])
+    worse = dict(better[0], rank=None, abstained=True, correct=False)
+    diff = evaluate.compare(old, {"metrics": metrics(better), "items": [worse] + better[1:]})
+    assert [i["id"] for i in diff["fixed"]] == [SCORED[1]["id"]]
+    assert [(i["id"], i["after"]) for i in diff["broken"]] == [(SCORED[0]["id"], "abstain")]
+    assert diff["metrics"]["top1"] == (old["metrics"]["top1"], 0.6667)
+
+
+@portable
+def test_html_report_is_self_contained_and_escaped():
+    from assistant import report_html
+
+    items = [dict(SCORED[1], turns=["<script>alert(1)</script>", "and for men?"])] + SCORED[2:]
+    page = report_html.render({"metrics": metrics(items), "items": items}, "Run <1>", 0.4, {"model": "m"})
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Run &lt;1&gt;" in page and "abstain below 0.4" in page
+    assert page.count("<svg") == 3                                      # by tag, by section, reliability
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
+    assert "and for men?" in page                                       # the whole conversation of a miss

@@ -67,6 +67,8 @@ def test_faiss_equals_brute_force_cosine(retriever, doc_embeddings, query):
 def test_dense_mode_scores_are_rescaled_cosine(retriever, doc_embeddings, query):
     q = retriever.embed(Retriever.expand(query, retriever.extractor))
     brute = np.clip((doc_embeddings @ q[0] - retrieval.DENSE_ZERO) / (1 - retrieval.DENSE_ZERO), 0, 1)
+    # These questions do not ask about research: research recommendations are never answers to them.
+    brute = brute * np.where(retriever.is_research, retrieval.RESEARCH_NOT_ASKED, 1.0)
     cands = retriever.search(query, k=5, mode="dense", abstain=False).candidates
     expected_ids = [retriever.records[i]["id"] for i in np.argsort(-brute, kind="stable")[:5]]
     assert [c.id for c in cands] == expected_ids
@@ -193,8 +195,18 @@ def test_search_returns_ranked_calibrated_candidates(retriever, query, mode):
             fused = (retrieval.WEIGHTS["dense"] * c.dense + retrieval.WEIGHTS["bm25"] * c.bm25
                      + retrieval.WEIGHTS["concept"] * c.concept)
             if retriever.by_id[c.id]["kind"] == "research":
-                fused *= retrieval.RESEARCH_PENALTY
+                fused *= retrieval.RESEARCH_NOT_ASKED
             assert c.score == pytest.approx(fused, abs=1e-3)
+
+
+def test_research_recommendations_answer_only_research_questions(retriever):
+    """'trastuzumab for HER2+' is answered by practice (1.3.12), never by research recommendation RR5;
+    asked about trials, the research recommendation on the topic comes first."""
+    practice = retriever.search("trastuzumab for HER2+")
+    assert practice.candidates[0].id == "1.3.12"
+    assert all(retriever.by_id[c.id]["kind"] == "recommendation" for c in practice.candidates if c.score > 0)
+    research = retriever.search("are more trials needed on continuing trastuzumab after progression?")
+    assert research.candidates[0].id == "RR4"
 
 
 def test_search_covers_the_whole_corpus(retriever):

@@ -1,0 +1,173 @@
+"""The patient profile a conversation builds up, and which recommendations apply to that patient.
+
+A profile is plain data (Rasa slots): single-valued attributes (sex, menopausal status, ER and HER2
+status, line of therapy, age group) and lists (prior therapies, metastatic sites). It decides which
+recommendations apply -- it reranks and drives clarification -- and is never added to the search words.
+A recommendation's conditions are read from its own text through the lexicon ("postmenopausal women",
+"not previously treated with tamoxifen"), so the applicability table is derived, not hand-written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROFILE_SLOTS = ("sex", "age_group", "menopausal_status", "er_status", "her2_status", "prior_therapies",
+                 "metastatic_sites", "line_of_therapy", "clinical_status")
+MATCH_BONUS = 0.12      # per applicability group in which the record names the patient's fact
+CONFLICT_FACTOR = 0.35  # the record is written for another patient group, history or line
+UNMET_FACTOR = 0.85     # the record requires a treatment history the patient is not known to have
+
+
+@dataclass(frozen=True)
+class Applicability:
+    """How one recommendation relates to the patient: groups that match, conflict or stay open."""
+    matched: tuple
+    conflicting: tuple
+    open: tuple
+    unmet: tuple = ()
+
+    @property
+    def factor(self) -> float:
+        if self.conflicting:
+            return CONFLICT_FACTOR
+        return (1.0 + MATCH_BONUS * len(self.matched)) * UNMET_FACTOR ** len(self.unmet)
+
+
+class ProfileRules:
+    """Profile attributes, mutually exclusive facts and applicability groups (from the dialogue YAML)."""
+
+    def __init__(self, data: dict, lexicon) -> None:
+        self.lexicon = lexicon
+        self.attributes = data["attributes"]
+        self.multi = {a for a, spec in self.attributes.items() if spec.get("multi")}
+        self.attribute_of = {c: a for a, spec in self.attributes.items() for c in spec["concepts"]}
+        self.exclusive: dict = {}
+        for a, b in data["exclusive"]:
+            self.exclusive.setdefault(a, set()).add(b)
+            self.exclusive.setdefault(b, set()).add(a)
+        self.groups = {g: set(cs) for g, cs in data["applicability_groups"].items()}
+        self.age = data["age_menopause"]
+        self.history_of = data.get("history_of", {})
+        self.progressed_on = data.get("progressed_on", {})
+        self.preconditions = set(data.get("precondition_groups", []))
+        self.defaults = set(data.get("defaults", []))
+
+    # ------------------------------------------------------------------ profile
+    def facts_of(self, concepts, order=()) -> dict:
+        """Profile facts named by a message's affirmed concepts (only the most specific of a chain:
+        'progressed on tamoxifen', not also 'prior tamoxifen'). Where two values of a single attribute
+        are named ("premenopausal or perimenopausal"), the first in `order` (the message's) is kept."""
+        facts: dict = {}
+        named = [c for c in concepts if c in self.attribute_of]
+        implied = set()
+        for c in named:
+            implied |= self.lexicon.closure(self.lexicon.concepts[c].broader)
+        rank = {c: i for i, c in enumerate(order)}
+        for c in sorted(named, key=lambda c: (rank.get(c, len(rank)), c)):
+            if c in implied and self.attribute_of[c] not in self.multi:
+                continue
+            attr = self.attribute_of[c]
+            if attr in self.multi:
+                if c not in implied:
+                    facts.setdefault(attr, []).append(c)
+            elif attr not in facts:
+                facts[attr] = c
+        return facts
+
+    def history(self, concept: str) -> str | None:
+        """The prior-therapy concept for a treatment named as history: the nearest mapped concept up the
+        broader chain (docetaxel -> taxane -> chemotherapy -> prior_chemotherapy)."""
+        frontier = [concept]
+        seen = set()
+        while frontier:
+            for c in frontier:
+                if c in self.history_of:
+                    return self.history_of[c]
+            seen.update(frontier)
+            frontier = [b for c in frontier for b in self.lexicon.concepts[c].broader if b not in seen]
+        return None
+
+    def menopause_from_age(self, age: int | None, sex: str | None) -> str | None:
+        if age is None or sex == "male":
+            return None
+        if age >= self.age["postmenopausal_from"]:
+            return "postmenopausal"
+        if age < self.age["premenopausal_below"]:
+            return "premenopausal"
+        return None
+
+    def merge(self, profile: dict, facts: dict) -> dict:
+        """The profile with a turn's facts: a restated attribute replaces its value, a fact that cannot
+        hold together with an earlier one removes it ('actually he's a man' drops 'postmenopausal')."""
+        out = {s: profile.get(s) for s in PROFILE_SLOTS}
+        for attr in self.multi:
+            out[attr] = list(out[attr] or [])
+        new = {c for v in facts.values() for c in (v if isinstance(v, list) else [v]) if c in self.attribute_of}
+        new_closure = self.lexicon.closure(new)
+        for attr, value in list(out.items()):
+            if attr not in self.attributes or not value:
+                continue
+            values = value if isinstance(value, list) else [value]
+            kept = [v for v in values if not (self.lexicon.closure([v]) & self._excluded_by(new_closure))]
+            out[attr] = kept if isinstance(value, list) else (kept[0] if kept else None)
+        for attr, value in facts.items():
+            if attr in self.multi:
+                merged = list(out.get(attr) or [])
+                for v in value:
+                    if v not in merged:
+                        merged.append(v)
+                out[attr] = merged
+            else:
+                out[attr] = value
+        if out.get("menopausal_status") and not out.get("sex"):
+            out["sex"] = "female"
+        for attr in self.multi:
+            out[attr] = out[attr] or None
+        return out
+
+    def _excluded_by(self, concepts: set) -> set:
+        return {x for c in concepts for x in self.exclusive.get(c, ())}
+
+    def closure(self, profile: dict) -> set:
+        values = []
+        for attr in self.attributes:
+            v = profile.get(attr)
+            values += v if isinstance(v, list) else ([v] if v else [])
+        return self.lexicon.closure(values)
+
+    # ------------------------------------------------------------------ applicability
+    def conditions(self, record_concepts, negated=(), offered=()) -> dict:
+        """A record's conditions per applicability group: the group's concepts its text names, those it
+        names as exceptions ("unless they have a very poor prognosis") under the key (group, 'not'), and
+        the treatments it offers under 'offers' (not for a patient whose disease progressed on them)."""
+        named, unless = set(record_concepts), set(negated)
+        out = {g: frozenset(named & cs) for g, cs in self.groups.items() if named & cs}
+        if offered:
+            out["offers"] = frozenset(offered)
+        # An exception counts where the record sets no condition of its own in that group (1.3.10's "whichever
+        # was not used as second-line treatment" is part of a sequence, not an exception).
+        out.update({(g, "not"): frozenset(unless & cs) for g, cs in self.groups.items()
+                    if unless & cs and g not in out})
+        return out
+
+    def applicability(self, conditions: dict, patient: set) -> Applicability:
+        matched, conflicting, open_ = [], [], []
+        excluded = self._excluded_by(patient)
+        progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
+        for group, options in conditions.items():
+            if group == "offers":
+                if options & progressed:
+                    conflicting.append("treatment_history")
+                continue
+            if isinstance(group, tuple):
+                if options & patient:
+                    conflicting.append(group[0])
+                continue
+            if options & patient:
+                matched.append(group)
+            elif all(self.lexicon.closure([o]) & excluded for o in options):
+                conflicting.append(group)
+            else:
+                open_.append(group)
+        unmet = tuple(g for g in open_ if g in self.preconditions and not conditions[g] & self.defaults)
+        return Applicability(tuple(matched), tuple(conflicting), tuple(open_), unmet)

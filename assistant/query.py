@@ -1,0 +1,228 @@
+"""Parse once: a message becomes one Query that the dialogue and the retrieval share.
+
+The Query holds the cleaned text, its entities (extracted once), affirmed and negated concepts, the
+patient facts it states (including age and sex shorthand such as "71F"), the role each topical concept
+plays (clinical problem, intervention, aspect such as "who" or "written information"), which concepts
+sit in the question and which only in the description of the patient around it, and what kind of
+message it is (a reset, an update question, an ellipsis or a pronoun pointing back).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from assistant.entities import REC_ID_LABEL, affirmed_concepts, without_spans
+
+_YEAR_RE = re.compile(r"\b(20[0-3]\d)\b")
+# Age and sex shorthand: "71F", "45 M", "62yo F", "a 58-year-old woman", "woman, 50", "aged 66",
+# "in her 60s". Ages outside 18-110 are ignored (they are doses, cycles, percentages).
+_AGE_SEX_RE = re.compile(r"\b(?P<age>\d{2,3})\s?(?:y/?o|yrs?|years?)?\s?(?P<sex>[FfMm])\b(?![+\-/])")
+_SEX_AGE_RE = re.compile(r"\b(?P<sex>[FfMm])\s?(?P<age>\d{2,3})\b(?!\s*(?:%|mg|gy|cm|mm|kg))")
+_AGE_RE = re.compile(
+    r"\b(?:aged?\s*(?P<a1>\d{2,3})\b|(?P<a2>\d{2,3})\s*-?\s*(?:y/o|yo|y\.o\.|yrs? old|years? old|-year-old|"
+    r"year old|yr old)\b|(?:woman|lady|female|man|male|gentleman|gent|chap|pt|patient)\s*,?\s*(?P<a3>\d{2})\b"
+    r"(?!\s*(?:%|mg|gy|cm|mm|kg|cycles?|weeks?|months?|days?|yrs?|years?|fractions?|mets?)))", re.IGNORECASE)
+_DECADE_RE = re.compile(r"\b(?:in )?(?:her|his|their|the) (?P<d>[2-9]0)'?s\b", re.IGNORECASE)
+_CLAUSE_SPLIT = re.compile(
+    r"(?<=[.?!;])\s+|\n+|\s+[-\u2013\u2014]+\s+|:\s+"
+    r"|,\s*(?=(?:so\s+|and\s+|but\s+)?(?:what|which|how|should|would|could|can|do|does|is|are|any|when|who|whats|"
+    r"what's|next|now)\b)", re.IGNORECASE)
+_QUESTION_CUE = re.compile(
+    r"\?|^\s*(?:so\s+|and\s+|but\s+|ok,?\s+)?(?:what|which|how|should|would|could|can|do|does|is|are|any|when|who|"
+    r"whats|what's|next|options?|management|mgmt|plan|treatment|tx|recommend|advice|role of|best)\b",
+    re.IGNORECASE)
+_GUIDELINE_WORDS = re.compile(r"\b(rec(s|ommendations?)?|guidelines?|cg81|nice|section|update[ds]?|committee)\b",
+                              re.IGNORECASE)
+VIGNETTE_WORDS = 8          # a description of the patient this long before the question is a vignette
+# Patient facts that make a message a description of the patient: its metastatic sites are then context
+# (profile), not the clinical problem of the topic.
+_DESCRIPTIVE_FACTS = {"sex", "age_group", "menopausal_status", "er_status", "her2_status", "prior_therapies",
+                      "line_of_therapy"}
+_PROFILE_LABELS = {"SEX", "MENOPAUSAL_STATUS", "PRIOR_THERAPY", "LINE_OF_THERAPY"}
+_UNSCORED_LABELS = {"CONDITION", "OUT_OF_SCOPE", REC_ID_LABEL}
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    entities: tuple
+    concepts: frozenset              # affirmed concepts with what they imply
+    negated: frozenset               # concepts the message negates ("no brain mets")
+    rec_ids: tuple
+    facts: dict                      # patient facts stated in this message (profile attribute -> value)
+    age: int | None
+    roles: dict                      # topical concept -> problem | intervention | aspect | event
+    asked: frozenset                 # topical concepts in the question part
+    described: frozenset             # topical concepts only in the description of the patient
+    profile_concepts: frozenset      # concepts that describe the patient (not searched as the topic)
+    oos: tuple                       # out-of-scope concepts the message asks about
+    years: tuple
+    reset: bool
+    update: bool
+    elliptical: bool
+    leading_ellipsis: bool           # starts like a follow-up: "and for men?", "what about..."
+    words: int
+    search_text: str                 # the text with negated spans cut out
+    question: str = ""               # the question part of a vignette (the whole text otherwise)
+    sites_as_context: bool = False   # sites mentioned beside other patient facts describe the patient
+    extras: dict = field(default_factory=dict)
+
+    def role_set(self, role: str) -> set:
+        return {c for c, r in self.roles.items() if r == role}
+
+    @property
+    def research(self) -> bool:
+        return "research" in self.concepts
+
+
+class Analyzer:
+    """Turns a cleaned message into a Query with the lexicon and the dialogue rules."""
+
+    def __init__(self, extractor, rules) -> None:
+        self.extractor = extractor
+        self.lexicon = extractor.lexicon
+        self.rules = rules
+        roles = rules.roles
+        self._label_role = {**{lab: "problem" for lab in roles["problem_labels"]},
+                            **{lab: "intervention" for lab in roles["intervention_labels"]},
+                            **{lab: "aspect" for lab in roles["aspect_labels"]}}
+        self._overrides = roles.get("overrides", {})
+        self._reset = [re.compile(p, re.IGNORECASE) for p in rules.reset_patterns]
+        self._ellipsis = re.compile(rules.ellipsis_start, re.IGNORECASE)
+        self._anaphora = re.compile(rules.anaphora, re.IGNORECASE)
+        self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
+        self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
+
+    def role(self, concept: str) -> str | None:
+        if concept in self._overrides:
+            return self._overrides[concept]
+        return self._label_role.get(self.lexicon.concepts[concept].label)
+
+    def is_profile_concept(self, concept: str) -> bool:
+        """A fact about the patient rather than a topic (a metastatic site is both: it is a topic when
+        asked about, a fact when described)."""
+        attribute_of = self.rules.profile.attribute_of
+        c = self.lexicon.concepts[concept]
+        if c.label in _PROFILE_LABELS:
+            return True
+        if attribute_of.get(concept, "metastatic_sites") != "metastatic_sites":
+            return True
+        return c.label == "RECEPTOR" and any(attribute_of.get(b) in ("er_status", "her2_status") for b in c.broader)
+
+    def analyse(self, text: str) -> Query:
+        entities = tuple(self.extractor.extract(text))
+        lex = self.lexicon
+        history = {h for e in entities if e.historical and not e.negated
+                   for h in [self.rules.profile.history(e.value)] if h}
+        concepts = frozenset(affirmed_concepts(lex, entities) | lex.closure(history))
+        negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL)
+        rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
+        facts = self.rules.profile.facts_of(concepts, order=[e.value for e in entities])
+        age, sex = self._age_sex(text)
+        if sex and "sex" not in facts and "menopausal_status" not in facts:
+            facts["sex"] = sex
+        if age is not None:
+            facts["age_group"] = f"{age // 10 * 10}s"
+            meno = self.rules.profile.menopause_from_age(age, facts.get("sex"))
+            if meno and "menopausal_status" not in facts:
+                facts["menopausal_status"] = meno
+                facts["_menopause_from_age"] = age
+        question, q_start, q_end = self._question_part(text)
+        # What describes the patient: facts (and what they imply: 'prior chemotherapy' implies
+        # 'chemotherapy') and treatments named as history. A concept also named as a topic stays a topic.
+        named = [e for e in entities if not e.negated and e.label != REC_ID_LABEL]
+        describing = [e for e in named if e.historical or self.is_profile_concept(e.value)]
+        topical = lex.closure(e.value for e in named if e not in describing)
+        profile_concepts = frozenset(
+            (lex.closure(e.value for e in describing) | {c for c in concepts if self.is_profile_concept(c)})
+            - (topical - {c for c in topical if self.is_profile_concept(c)}))
+        roles: dict = {}
+        asked: set = set()
+        described: set = set()
+        for e in entities:
+            if e.negated or e.label in _UNSCORED_LABELS:
+                continue
+            for c in lex.closure([e.value]):
+                if lex.concepts[c].label in _UNSCORED_LABELS:
+                    continue
+                inside = q_start <= e.start and e.end <= q_end
+                (asked if inside else described).add(c)
+        # Concepts implied only by combinations ("tamoxifen" + "progressed" -> progressed_on_tamoxifen).
+        for c in concepts - asked - described:
+            if lex.concepts[c].label not in _UNSCORED_LABELS:
+                asked.add(c)
+        described -= asked
+        for c in asked | described:
+            role = self.role(c)
+            if c in profile_concepts:
+                # Patient facts are not topics, except a line of therapy asked about: "first line?" is
+                # the aspect of the treatment question that a follow-up ("and for a man?") keeps.
+                if not (c in asked and lex.concepts[c].label == "LINE_OF_THERAPY"):
+                    continue
+                role = "aspect"
+            if role:
+                roles[c] = role
+        # A short lead-in ("CT inconclusive for bony mets, should I get an MRI?") is part of the question;
+        # only a real case description is weighed as description.
+        if len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) < VIGNETTE_WORDS:
+            asked |= described
+            described = set()
+        oos = tuple(sorted(c for c in concepts if lex.concepts[c].out_of_scope))
+        years = tuple(int(y) for y in _YEAR_RE.findall(text))
+        words = len(re.findall(r"[A-Za-z0-9+]+", text))
+        # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
+        # an update word, or an update phrase on its own. A year in a case history is not enough.
+        update = any(p.search(text) for p in self._update_phrases) or bool(
+            (years or rec_ids) and (self._update_words.search(text) or (years and _GUIDELINE_WORDS.search(text))))
+        return Query(
+            text=text, entities=entities, concepts=concepts, negated=negated, rec_ids=rec_ids, facts=facts,
+            age=age, roles=roles, asked=frozenset(asked), described=frozenset(described),
+            profile_concepts=profile_concepts, oos=oos, years=years,
+            reset=any(p.search(text) for p in self._reset), update=update,
+            elliptical=bool(self._ellipsis.match(text) or (words <= 8 and self._anaphora.search(text))),
+            leading_ellipsis=bool(self._ellipsis.match(text)),
+            words=words, question=question,
+            sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
+            search_text=" ".join(without_spans(text, [e for e in entities if e.negated]).split()))
+
+    @staticmethod
+    def _age_sex(text: str) -> tuple:
+        age = sex = None
+        for rx in (_AGE_SEX_RE, _SEX_AGE_RE):
+            m = rx.search(text)
+            if m and 18 <= int(m.group("age")) <= 110:
+                return int(m.group("age")), "female" if m.group("sex").lower() == "f" else "male"
+        m = _AGE_RE.search(text)
+        if m:
+            value = int(next(g for g in m.groups() if g))
+            age = value if 18 <= value <= 110 else None
+        if age is None:
+            d = _DECADE_RE.search(text)
+            if d:
+                age = int(d.group("d"))
+        return age, sex
+
+    @staticmethod
+    def _question_part(text: str) -> tuple:
+        """(question, start, end): the last clause that asks something; the clauses before it describe
+        the patient. A message of one clause is all question."""
+        spans = []
+        pos = 0
+        for m in _CLAUSE_SPLIT.finditer(text):
+            if m.start() > pos:
+                spans.append((pos, m.start()))
+            pos = m.end()
+        if pos < len(text):
+            spans.append((pos, len(text)))
+        if len(spans) <= 1:
+            return text, 0, len(text)
+        asking = [s for s in spans if _QUESTION_CUE.search(text[s[0]:s[1]])]
+        if not asking:
+            return text, 0, len(text)
+        start, end = asking[-1]
+        # "... bone mets. What imaging? And for the liver?" keeps every asking clause at the end.
+        for s in reversed(asking[:-1]):
+            if s[1] + 3 >= start:
+                start = s[0]
+        return text[start:end], start, end

@@ -1,0 +1,116 @@
+"""Parse once: what one message says, as the Query that dialogue and retrieval share. Exact facts,
+roles and spans; no retrieval involved (the lexicon and the dialogue rules only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.dialogue import DialogueRules
+from assistant.query import Analyzer
+
+
+@pytest.fixture(scope="module")
+def analyzer(extractor):
+    return Analyzer(extractor, DialogueRules.load(extractor.lexicon))
+
+
+# ---------------------------------------------------------------- patient facts
+@pytest.mark.parametrize("text,facts", [
+    ("71F ER+ HER2- liver and bone mets, no previous hormone therapy, what does NICE recommend?",
+     {"sex": "female", "age_group": "70s", "menopausal_status": "postmenopausal", "er_status": "er_positive",
+      "her2_status": "her2_negative", "prior_therapies": ["no_prior_endocrine"],
+      "metastatic_sites": ["bone_metastases", "liver_metastases"]}),
+    ("45M ER+ MBC, first line?",
+     {"sex": "male", "age_group": "40s", "er_status": "er_positive", "line_of_therapy": "first_line"}),
+    # 50: menopausal status is not taken from an age where it is in doubt
+    ("woman, 50", {"sex": "female", "age_group": "50s"}),
+    ("a 35 year old woman with ER+ bone mets",
+     {"sex": "female", "age_group": "30s", "menopausal_status": "premenopausal", "er_status": "er_positive",
+      "metastatic_sites": ["bone_metastases"]}),
+    # the most specific fact of a chain, in the message's order
+    ("she progressed on tamoxifen", {"prior_therapies": ["progressed_on_tamoxifen"]}),
+    ("Premenopausal or perimenopausal woman", {"menopausal_status": "premenopausal"}),
+    # treatments named as history are prior therapies ("had", "finished", "stable on")
+    ("she had 6 cycles of Taxotere for a visceral crisis", {"prior_therapies": ["prior_chemotherapy"],
+                                                           "metastatic_sites": ["visceral_metastases"]}),
+    ("extracranial disease stable on letrozole, PS 0",
+     {"prior_therapies": ["prior_ai"], "clinical_status": ["controlled_extracranial_disease",
+                                                           "good_performance_status"]}),
+    # doses, cycles and percentages are not ages
+    ("8 Gy single fraction for 60 mets?", {}),
+])
+def test_facts(analyzer, text, facts):
+    got = {k: v for k, v in analyzer.analyse(text).facts.items() if not k.startswith("_")}
+    got = {k: sorted(v) if isinstance(v, list) else v for k, v in got.items()}
+    want = {k: sorted(v) if isinstance(v, list) else v for k, v in facts.items()}
+    assert got == want
+
+
+def test_menopause_from_age_is_recorded_for_the_reply(analyzer):
+    q = analyzer.analyse("71F ER+ MBC, first line?")
+    assert q.facts["_menopause_from_age"] == 71
+
+
+# ---------------------------------------------------------------- question and description
+def test_vignette_splits_description_from_question(analyzer):
+    q = analyzer.analyse("62F, T10 lesion on bone scan, CT bone windows equivocal for met vs degenerative - "
+                         "is MRI the right next test?")
+    assert q.question == "is MRI the right next test?"
+    assert "mri" in q.asked
+    assert {"bone_scintigraphy", "equivocal_imaging"} <= q.described
+
+
+def test_short_lead_in_is_part_of_the_question(analyzer):
+    q = analyzer.analyse("CT inconclusive for bony mets, should I get an MRI?")
+    assert {"ct", "equivocal_imaging", "mri", "bone_metastases"} <= q.asked and not q.described
+
+
+def test_roles(analyzer):
+    q = analyzer.analyse("imaging for bone mets")
+    assert q.roles == {"imaging": "intervention", "bone_metastases": "problem"}
+    q = analyzer.analyse("who should see her about the fungating wound?")
+    assert q.roles["care_team"] == "aspect" and q.roles["fungating_tumour"] == "problem"
+
+
+def test_patient_facts_are_not_topics(analyzer):
+    q = analyzer.analyse("postmenopausal ER+ woman, progressed on tamoxifen")
+    assert not q.roles
+    assert {"postmenopausal", "er_positive", "progressed_on_tamoxifen", "prior_endocrine"} <= q.profile_concepts
+
+
+def test_sites_beside_patient_facts_are_context(analyzer):
+    assert analyzer.analyse("ER+ pt had 1st line chemo for liver mets").sites_as_context
+    assert not analyzer.analyse("imaging for liver mets?").sites_as_context
+
+
+# ---------------------------------------------------------------- kinds of message
+@pytest.mark.parametrize("text,reset", [
+    ("new patient", True), ("different case: 66M ER+ bone mets", True), ("let's start over", True),
+    ("new bone mets on the scan", False), ("another question about her lymphoedema", False),
+])
+def test_reset(analyzer, text, reset):
+    assert analyzer.analyse(text).reset is reset
+
+
+@pytest.mark.parametrize("text,update", [
+    ("what changed in 2017?", True), ("recommendations from the 2014 update", True), ("is 1.1.6 new?", True),
+    ("what's new in the guideline?", True), ("what year is the bisphosphonate recommendation from?", True),
+    ("she was diagnosed in 2014, now bone mets", False), ("new brain mets - what to offer?", False),
+    ("newly diagnosed bone mets, bisphosphonates?", False),
+])
+def test_update_questions(analyzer, text, update):
+    assert analyzer.analyse(text).update is update
+
+
+@pytest.mark.parametrize("text,elliptical", [
+    ("and for men?", True), ("what about fatigue?", True), ("who coordinates that?", True),
+    ("first line endocrine therapy for a postmenopausal woman with ER+ ABC", False),
+])
+def test_ellipsis(analyzer, text, elliptical):
+    assert analyzer.analyse(text).elliptical is elliptical
+
+
+def test_negated_spans_are_cut_from_the_search_text_only(analyzer):
+    q = analyzer.analyse("ER+ MBC, not life threatening - chemo or hormones first?")
+    assert "life_threatening" in q.negated and "life_threatening" not in q.concepts
+    assert "life threatening" not in q.search_text and q.text.startswith("ER+ MBC, not life threatening")
