@@ -287,7 +287,14 @@ class Assistant:
                 if negated & set(self.retriever.concepts_of(r["id"])):
                     factors[r["id"]] *= NEGATED_FACTOR
         anchored = bool(q.role_set("problem") | q.role_set("intervention"))
-        return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored)
+        # The encoder gets the guideline wording of the concepts named (not of everything they imply, and
+        # not 'advanced breast cancer', which every record is about): as good for ranking, and a shorter
+        # input keeps a turn close to one bare encode of the question.
+        named = {e.value for e in q.entities if not e.negated and e.value in lex.concepts
+                 and lex.concepts[e.value].label != "CONDITION"} | {c for v in carried.values() for c in v}
+        dense_text = f"{q.search_text} {self.retriever.expansion_of(named)}".strip()
+        return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored,
+                             dense_text)
 
     def _offered(self, record: dict) -> set:
         """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or

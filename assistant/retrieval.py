@@ -109,6 +109,7 @@ class SearchRequest:
     research: bool = False
     factors: dict = field(default_factory=dict)
     anchored: bool = True     # the question names its own problem or intervention (not only patient facts)
+    dense_text: str = ""      # what the encoder sees, when it differs from the BM25 text
 
 
 @dataclass
@@ -319,7 +320,7 @@ class Retriever:
         req = query if isinstance(query, SearchRequest) else self.request(query)
         lex = self.extractor.lexicon.concepts
         oos = sorted(c for c in req.concepts if c in lex and lex[c].out_of_scope)
-        dense = np.clip((self._dense_scores(req.text) - DENSE_ZERO) / (1 - DENSE_ZERO), 0, 1)
+        dense = np.clip((self._dense_scores(req.dense_text or req.text) - DENSE_ZERO) / (1 - DENSE_ZERO), 0, 1)
         raw_bm25 = self._bm25_scores(req.text)
         bm25 = raw_bm25 / max(float(raw_bm25.max()), BM25_FLOOR)
         concept = self._concept_scores(req.weights)
