@@ -124,6 +124,22 @@ def cmd_eval(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_audit(args) -> int:
+    """Read the audit trail (the same database as the conversations: TRACKER_STORE_URL)."""
+    from assistant.audit import AuditError, AuditStore
+
+    try:
+        store = AuditStore(args.url)
+    except AuditError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "export":
+        sys.stdout.write(store.export(args.since, args.format))
+    else:
+        print(json.dumps(store.summary(args.since), indent=2))
+    return 0
+
+
 def _compare(old_path: str, new_path: str) -> int:
     from assistant import evaluate
 
@@ -176,6 +192,12 @@ def main(argv=None) -> int:
                     help="regression floor, e.g. top1=0.92 (repeatable)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(fn=cmd_eval)
+    au = sub.add_parser("audit", help="export or summarise the audit trail (for the clinical safety officer)")
+    au.add_argument("action", choices=("export", "summary"))
+    au.add_argument("--since", help="ISO date or time, e.g. 2026-11-01")
+    au.add_argument("--format", choices=("csv", "json"), default="csv", help="export format (standard output)")
+    au.add_argument("--url", help="database URL (default: TRACKER_STORE_URL, else var/tracker.db)")
+    au.set_defaults(fn=cmd_audit)
     args = parser.parse_args(argv)
     config.offline()
     return args.fn(args)

@@ -13,11 +13,13 @@ structured, never concatenated text:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 
 from assistant import answer, config
+from assistant.corpus import sha256_text
 from assistant.lexicon import load_yaml_validated
 from assistant.profile import PROFILE_SLOTS, ProfileRules
 from assistant.query import Analyzer, Query
@@ -67,6 +69,14 @@ def clean(message) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
+def provenance(meta: dict) -> dict:
+    """Where answers come from: the corpus hash, the index (hash of its build record) and the model."""
+    model = meta.get("model") or {}
+    name = model.get("name", "?") + (f"@{model['weights_sha256'][:12]}" if model.get("weights_sha256") else "")
+    return {"corpus_sha256": meta.get("corpus_sha256"), "index": sha256_text(json.dumps(meta, sort_keys=True))[:12],
+            "model": name}
+
+
 class DialogueRules:
     """The dialogue YAML: profile attributes, concept roles, phrasing patterns and clarifications."""
 
@@ -103,9 +113,17 @@ class Assistant:
         self.conditions = {r["id"]: prof.conditions(c, n, self._offered(r)) for r, c, n in
                            zip(retriever.records, retriever.record_concepts, retriever.record_negated)}
         self.years = sorted({r["year"] for r in retriever.records})
+        self.provenance = provenance(retriever.meta)
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
+        """One turn. Every payload names what the answer came from (corpus, index, model) for the audit."""
+        reply = self._respond(message, state, intent)
+        if reply.payload is not None:
+            reply.payload["provenance"] = self.provenance
+        return reply
+
+    def _respond(self, message, state: dict | None, intent: str | None) -> Reply:
         state = {s: (state or {}).get(s) for s in SLOTS}
         raw_len = len(message) if isinstance(message, (str, bytes)) else 0
         text = clean(message) if message is not None else ""

