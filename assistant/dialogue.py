@@ -114,6 +114,7 @@ class Assistant:
                            zip(retriever.records, retriever.record_concepts, retriever.record_negated)}
         self.years = sorted({r["year"] for r in retriever.records})
         self.provenance = provenance(retriever.meta)
+        self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
@@ -165,6 +166,13 @@ class Assistant:
                                 for c in result.candidates]}
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
+            unfit = self._unfit_for_patient(result, request, profile) if reason == "low_score" else []
+            if unfit:
+                # The question is answered in CG81, but only for other patients: say that, not "no answer".
+                new_state = {**state, **profile}
+                return Reply("abstain", answer.not_for_patient_text(unfit),
+                             answer.abstention_payload("not_for_this_patient"), new_state, query=request.text,
+                             trace=trace)
             # Nothing answered, but patient facts stated in scope are kept for the next question.
             kept = state if q.oos or q.leading_ellipsis else {**state, **profile}
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), kept,
@@ -268,7 +276,12 @@ class Assistant:
             old["problem"] = set(sites)
         carried: dict = {}
         if not own["problem"] and not own["intervention"]:
-            carried = {"problem": old["problem"], "intervention": old["intervention"]}
+            # An aspect that is a subject of its own in the guideline (a heading: supportive care, information)
+            # keeps only a topic some recommendation shares with it: "who's her key worker?" drops the AI;
+            # "which agent?", "who should see her about it?" qualify the topic and keep it.
+            standalone = (own["aspect"] & self.heading_concepts) - {"research"}
+            if not standalone or self._compatible(standalone, old["problem"] | old["intervention"]):
+                carried = {"problem": old["problem"], "intervention": old["intervention"]}
         elif not own["problem"]:
             if self._compatible(own["intervention"], old["problem"]):
                 carried["problem"] = old["problem"]
@@ -325,6 +338,16 @@ class Assistant:
             return set()
         return {e.value for e in self.extractor.extract(m.group("what"))
                 if e.label in ("DRUG", "THERAPY") and not e.negated}
+
+    def _unfit_for_patient(self, result, request, profile: dict) -> list:
+        """The recommendations that would have answered, had the patient's facts not ruled them out."""
+        from assistant.retrieval import ABSTAIN_BELOW
+
+        patient = self.rules.profile.closure(profile)
+        raw = sorted(((c.score / request.factors.get(c.id, 1.0), c.id) for c in result.candidates), reverse=True)
+        if not raw or raw[0][0] < ABSTAIN_BELOW or not self._applies(raw[0][1], patient).conflicting:
+            return []
+        return [i for score, i in raw[:3] if score >= ABSTAIN_BELOW and self._applies(i, patient).conflicting]
 
     def _applies(self, rec_id: str, patient: set):
         return self.rules.profile.applicability(self.conditions.get(rec_id, {}), patient)

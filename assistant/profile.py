@@ -48,7 +48,9 @@ class ProfileRules:
         self.groups = {g: set(cs) for g, cs in data["applicability_groups"].items()}
         self.age = data["age_menopause"]
         self.history_of = data.get("history_of", {})
+        self.no_history_of = data.get("no_history_of", {})
         self.progressed_on = data.get("progressed_on", {})
+        self.history_treatment = {prior: treatment for treatment, prior in self.history_of.items()}
         self.preconditions = set(data.get("precondition_groups", []))
         self.defaults = set(data.get("defaults", []))
 
@@ -74,15 +76,17 @@ class ProfileRules:
                 facts[attr] = c
         return facts
 
-    def history(self, concept: str) -> str | None:
+    def history(self, concept: str, negated: bool = False) -> str | None:
         """The prior-therapy concept for a treatment named as history: the nearest mapped concept up the
-        broader chain (docetaxel -> taxane -> chemotherapy -> prior_chemotherapy)."""
+        broader chain (docetaxel -> taxane -> chemotherapy -> prior_chemotherapy); for one the patient
+        never had, the matching 'no prior' concept."""
+        mapping = self.no_history_of if negated else self.history_of
         frontier = [concept]
         seen = set()
         while frontier:
             for c in frontier:
-                if c in self.history_of:
-                    return self.history_of[c]
+                if c in mapping:
+                    return mapping[c]
             seen.update(frontier)
             frontier = [b for c in frontier for b in self.lexicon.concepts[c].broader if b not in seen]
         return None
@@ -154,6 +158,9 @@ class ProfileRules:
         matched, conflicting, open_ = [], [], []
         excluded = self._excluded_by(patient)
         progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
+        # Offered as first-line treatment, but the patient has had it already: past that decision.
+        if conditions.get("line_of_therapy") == frozenset({"first_line"}):
+            progressed |= {t for c, t in self.history_treatment.items() if c in patient}
         for group, options in conditions.items():
             if group == "offers":
                 if options & progressed:

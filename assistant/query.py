@@ -113,8 +113,8 @@ class Analyzer:
     def analyse(self, text: str) -> Query:
         entities = tuple(self.extractor.extract(text))
         lex = self.lexicon
-        history = {h for e in entities if e.historical and not e.negated
-                   for h in [self.rules.profile.history(e.value)] if h}
+        history = {h for e in entities if e.historical
+                   for h in [self.rules.profile.history(e.value, negated=e.negated)] if h}
         concepts = frozenset(affirmed_concepts(lex, entities) | lex.closure(history))
         negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL)
         rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
