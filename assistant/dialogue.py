@@ -274,6 +274,10 @@ class Assistant:
             old["problem"] = set(sites)
         elif not old["problem"] and own["intervention"]:
             old["problem"] = set(sites)
+        if not q.asks and any(old.values()):
+            # A statement in the middle of a conversation ("she's PS 4 with progressive liver disease,
+            # prognosis weeks") tells more about the patient: the question stays the one being discussed.
+            return {r: sorted(v) for r, v in old.items() if v}
         carried: dict = {}
         if not own["problem"] and not own["intervention"]:
             # An aspect that is a subject of its own in the guideline (a heading: supportive care, information)
@@ -297,8 +301,11 @@ class Assistant:
 
         weights: dict = {}
         lex = self.extractor.lexicon
+        # A statement that goes on with the conversation describes the patient: its concepts weigh as
+        # a description beside the topic carried over.
+        own = 1.0 if q.asks or not carried else DESCRIBED_WEIGHT
         for c in q.asked:
-            weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else 1.0
+            weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts else DESCRIBED_WEIGHT)
         carried_concepts = lex.closure(c for v in carried.values() for c in v)

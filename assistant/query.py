@@ -62,6 +62,7 @@ class Query:
     update: bool
     elliptical: bool
     leading_ellipsis: bool           # starts like a follow-up: "and for men?", "what about..."
+    asks: bool                       # a question (or an ellipsis), not only a statement about the patient
     words: int
     search_text: str                 # the text with negated spans cut out
     question: str = ""               # the question part of a vignette (the whole text otherwise)
@@ -165,10 +166,15 @@ class Analyzer:
                 roles[c] = role
         # A short lead-in ("CT inconclusive for bony mets, should I get an MRI?") is part of the question;
         # only a real case description is weighed as description.
-        if len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) < VIGNETTE_WORDS:
+        vignette = len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) >= VIGNETTE_WORDS
+        if not vignette:
             asked |= described
             described = set()
-        oos = tuple(sorted(c for c in concepts if lex.concepts[c].out_of_scope))
+        # Out of scope is what is asked about: in a case description, "early breast cancer in 2015" or
+        # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
+        oos = tuple(sorted(c for e in entities if not e.negated and lex.concepts.get(e.value)
+                           and lex.concepts[e.value].out_of_scope
+                           and (not vignette or q_start <= e.start) for c in [e.value]))
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
         # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
@@ -182,6 +188,8 @@ class Analyzer:
             reset=any(p.search(text) for p in self._reset), update=update,
             elliptical=bool(self._ellipsis.match(text) or (words <= 8 and self._anaphora.search(text))),
             leading_ellipsis=bool(self._ellipsis.match(text)),
+            asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
+                      or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
             words=words, question=question,
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             search_text=" ".join(without_spans(text, [e for e in entities if e.negated]).split()))

@@ -114,3 +114,10 @@ def test_negated_spans_are_cut_from_the_search_text_only(analyzer):
     q = analyzer.analyse("ER+ MBC, not life threatening - chemo or hormones first?")
     assert "life_threatening" in q.negated and "life_threatening" not in q.concepts
     assert "life threatening" not in q.search_text and q.text.startswith("ER+ MBC, not life threatening")
+
+
+def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
+    q = analyzer.analyse("58F treated for early breast cancer in 2015 with adjuvant letrozole, now has new bone "
+                         "mets - should she have bisphosphonates?")
+    assert q.oos == ()
+    assert analyzer.analyse("adjuvant letrozole for early breast cancer?").oos == ("oos_early_disease",)
