@@ -315,7 +315,9 @@ class Assistant:
                    ("CONDITION", "OUT_OF_SCOPE")}
         text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
         patient = self.rules.profile.closure(profile)
-        factors = {rid: self._applies(rid, patient).factor for rid in self.conditions}
+        fit = {rid: self._applies(rid, patient) for rid in self.conditions}
+        factors = {rid: f.factor for rid, f in fit.items()}
+        fits = {rid: len(f.matched) for rid, f in fit.items() if not f.conflicting}
         # What the clinician rules out ("not life threatening", "no brain mets") counts against the
         # recommendations about it.
         negated = {c for c in q.negated if c in lex.concepts and lex.concepts[c].label not in
@@ -332,7 +334,7 @@ class Assistant:
                  and lex.concepts[e.value].label != "CONDITION"} | {c for v in carried.values() for c in v}
         dense_text = f"{q.search_text} {self.retriever.expansion_of(named)}".strip()
         return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored,
-                             dense_text)
+                             dense_text, fits)
 
     def _offered(self, record: dict) -> set:
         """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or

@@ -33,7 +33,8 @@ BM25_FLOOR = 15.0         # BM25 is scaled by the best score, or by this when th
 DENSE_ZERO = 0.15         # cosine at or below this counts as no semantic match
 ABSTAIN_BELOW = 0.40      # fused score under which the guideline is taken not to answer...
 CONCEPT_ANCHOR = 0.45     # ...unless the question's concepts are what the record is about,
-ANCHORED_ABSTAIN_BELOW = 0.30  # then this lower threshold holds
+ANCHORED_ABSTAIN_BELOW = 0.30  # then this lower threshold holds (also for a record naming FIT_ANCHOR of
+FIT_ANCHOR = 3                 # the patient's facts: ER status, treatment history, line...)
 RESEARCH_ABSTAIN_BELOW = 0.25  # research asked and the research recommendation shares the topic
 MIN_ANSWER_SCORE = 0.30   # lower-ranked candidates are shown only above this
 UNSCORED_LABELS = {"CONDITION", "OUT_OF_SCOPE", REC_ID_LABEL}
@@ -110,6 +111,7 @@ class SearchRequest:
     factors: dict = field(default_factory=dict)
     anchored: bool = True     # the question names its own problem or intervention (not only patient facts)
     dense_text: str = ""      # what the encoder sees, when it differs from the BM25 text
+    fits: dict = field(default_factory=dict)  # record -> how many of the patient's facts it names
 
 
 @dataclass
@@ -306,12 +308,15 @@ class Retriever:
     def _answers(top: Candidate, req: SearchRequest) -> bool:
         """Is the best candidate an answer? Its fused score clears the threshold; or the question names a
         concept that is what the record is about (its heading) while lay words leave the text signals
-        weak ("her arm has been really swollen"); or research is asked and the research recommendation
-        shares the topic (research texts are long, so their fused scores run lower)."""
+        weak ("her arm has been really swollen"); or the record names several of the patient's facts; or
+        research is asked and the research recommendation shares the topic (research texts are long, so
+        their fused scores run lower)."""
         if top.score >= ABSTAIN_BELOW:
             return True
         if req.anchored and top.concept >= CONCEPT_ANCHOR and top.score >= ANCHORED_ABSTAIN_BELOW:
             return True
+        if req.fits.get(top.id, 0) >= FIT_ANCHOR and top.score >= ANCHORED_ABSTAIN_BELOW:
+            return True   # the patient's facts single it out ("completed the chemo, then what?" -> 1.3.3)
         return req.research and top.concept > 0 and top.score >= RESEARCH_ABSTAIN_BELOW
 
     def search(self, query, k: int = 5, mode: str = "hybrid", abstain: bool = True) -> SearchResult:
