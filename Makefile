@@ -79,7 +79,11 @@ train: $(MODEL) ## train the Rasa model when missing or stale (data, config, dom
 
 # ------------------------------------------------------------------ run
 .PHONY: run
-run: install build train ## everything, then chat in the terminal over the Rasa REST channel
+run: install build train ## everything, then both servers; prints the web chat's address (Ctrl-C stops)
+	scripts/serve.sh
+
+.PHONY: chat
+chat: install build train ## everything, then chat in the terminal over the REST channel
 	scripts/serve.sh --chat
 
 .PHONY: serve
@@ -92,16 +96,17 @@ chat-core: install build ## chat with the core only (no Rasa)
 
 # ------------------------------------------------------------------ test
 .PHONY: test
-test: install build train lint test-core test-rasa test-stories test-e2e eval ## install, build, train, run every test
+test: install build train lint test-core test-rasa test-stories test-e2e test-channels teams-package validate-deploy \
+      test-service eval ## install, build, train, run every test
 	@echo "make test: all passed"
 
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff over the code
-	$(VENV)/bin/ruff check assistant actions tests benchmarks scripts
+	$(VENV)/bin/ruff check assistant actions tests benchmarks scripts rasa_sdk_plugins
 
 .PHONY: test-core
 test-core: $(VENV)/.installed $(INDEX) ## pytest: core and actions (.venv)
-	$(PY) -m pytest -m "not rasa and not e2e" -q
+	$(PY) -m pytest -m "not rasa and not e2e and not service and not channels" -q
 
 .PHONY: test-rasa
 test-rasa: $(RVENV)/.installed ## pytest: lexicon component, channel, entities under spaCy 3.4 (.venv-rasa)
@@ -114,7 +119,7 @@ test-stories: $(MODEL) ## rasa data validate + story tests
 	  --out $(REPORTS)/stories
 
 .PHONY: test-e2e
-test-e2e: $(MODEL) $(INDEX) ## conversations over REST against the real servers
+test-e2e: $(MODEL) $(INDEX) install-browser ## REST, governance, action server and web chat (Chromium) against the real servers
 	$(PY) -m pytest -m e2e -q
 
 .PHONY: eval
@@ -125,7 +130,8 @@ eval: $(INDEX) $(MODEL) ## gold set via core (with baselines) and REST, with flo
 	  --report $(REPORTS)/heldout_core.md --html $(REPORTS)/heldout_core.html
 	$(PY) -m assistant eval --gold $(HELDOUT2) --via core --quiet --json $(REPORTS)/heldout2_core.json \
 	  --report $(REPORTS)/heldout2_core.md --html $(REPORTS)/heldout2_core.html
-	scripts/serve.sh --exec $(PY) -m assistant eval --gold $(GOLD) --via rest \
+	rm -f build/eval/tracker.db
+	TRACKER_STORE_URL=sqlite:///$(CURDIR)/build/eval/tracker.db scripts/serve.sh --exec $(PY) -m assistant eval --gold $(GOLD) --via rest \
 	  --url http://127.0.0.1:$(RASA_PORT) $(FLOORS) --quiet --json $(REPORTS)/gold_rest.json \
 	  --report $(REPORTS)/gold_rest.md --html $(REPORTS)/gold_rest.html
 

@@ -31,7 +31,7 @@ _meta = sa.MetaData()
 TURNS = sa.Table(
     "audit_turns", _meta,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("turn_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("turn_id", sa.String(36), nullable=False, unique=True),   # the channel's turn ID where it has one
     sa.Column("ts", sa.String(32), nullable=False, index=True),          # ISO 8601, UTC
     sa.Column("channel", sa.String(32), nullable=False),
     sa.Column("user_id", sa.String(32), nullable=False),                 # keyed hash
@@ -67,6 +67,7 @@ _APPEND_ONLY = {
                    "CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
                    "FOR EACH ROW EXECUTE FUNCTION cg81_audit_append_only()"],
 }
+QUESTION_CHARS = 2000   # an over-long message is refused, and kept only this far for the review
 EXPORT_COLUMNS = [c.name for c in TURNS.columns if c.name != "seq"] + ["feedback"]
 
 
@@ -75,9 +76,14 @@ class AuditError(RuntimeError):
 
 
 def default_url() -> str:
-    from assistant import config
+    """The tracker store's database, read as the Rasa server reads it (TRACKER_STORE_URL, or the
+    TRACKER_DB_* settings, or the default SQLite file)."""
+    from assistant.rasa.service_config import ConfigurationError, database_settings
 
-    return os.environ.get(URL_ENV) or f"sqlite:///{config.ROOT / 'var' / 'tracker.db'}"
+    try:
+        return database_settings().url
+    except ConfigurationError as exc:
+        raise AuditError(str(exc)) from exc
 
 
 def _now() -> str:
@@ -121,15 +127,16 @@ class AuditStore:
 
     # ------------------------------------------------------------------ writing
     def record_turn(self, *, channel: str, user: str, conversation: str, question: str, payload: dict | None,
-                    latency_ms: float, identifiers: tuple = (), kind: str | None = None) -> str:
+                    latency_ms: float, identifiers: tuple = (), kind: str | None = None,
+                    turn_id: str | None = None) -> str:
         """Append one turn; `question` must already be redacted. Returns the turn ID (for feedback)."""
         payload = payload or {}
         answers = payload.get("answers") or []
         clar = payload.get("clarification") or {}
         prov = payload.get("provenance") or {}
-        turn_id = str(uuid.uuid4())
+        turn_id = turn_id or str(uuid.uuid4())
         row = {"turn_id": turn_id, "ts": _now(), "channel": channel[:32], "user_id": self.pseudonym(user),
-               "conversation_id": self.pseudonym(conversation), "question": question,
+               "conversation_id": self.pseudonym(conversation), "question": question[:QUESTION_CHARS],
                "identifiers_removed": ",".join(identifiers),
                "kind": kind or _kind(payload), "answer_ids": ",".join(a["id"] for a in answers),
                "abstained": bool(payload.get("abstained")) if payload else False,

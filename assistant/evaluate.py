@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -53,7 +54,10 @@ class RestClient:
 
     def send(self, sender: str, message: str) -> list:
         body = json.dumps({"sender": sender, "message": message}).encode("utf-8")
-        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("CG81_API_TOKEN"):
+            headers["Authorization"] = f"Bearer {os.environ['CG81_API_TOKEN']}"
+        req = urllib.request.Request(self.url, data=body, headers=headers)
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             return json.loads(resp.read().decode("utf-8"))
 

@@ -13,8 +13,11 @@ import re
 from dataclasses import dataclass, field
 
 from assistant.entities import REC_ID_LABEL, affirmed_concepts, without_spans
+from assistant.privacy import PLACEHOLDERS
 
 _YEAR_RE = re.compile(r"\b(20[0-3]\d)\b")
+# Where the channel removed a patient identifier: no part of the question, so not searched.
+_PLACEHOLDERS = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
 # Age and sex shorthand: "71F", "45 M", "62yo F", "a 58-year-old woman", "woman, 50", "aged 66",
 # "in her 60s". Ages outside 18-110 are ignored (they are doses, cycles, percentages).
 _AGE_SEX_RE = re.compile(r"\b(?P<age>\d{2,3})\s?(?:y/?o|yrs?|years?)?\s?(?P<sex>[FfMm])\b(?![+\-/])")
@@ -192,7 +195,8 @@ class Analyzer:
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
             words=words, question=question,
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
-            search_text=" ".join(without_spans(text, [e for e in entities if e.negated]).split()))
+            search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))
+                                 .split()))
 
     @staticmethod
     def _age_sex(text: str) -> tuple:

@@ -39,3 +39,18 @@ def corpus_by_id() -> dict:
     from assistant import corpus
 
     return {r["id"]: r for r in corpus.load()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tracker_database(tmp_path_factory):
+    """Tests never read or write the developer's var/tracker.db: conversations and audit records of code run
+    in-process go to a database of the test session's own (server stacks set theirs explicitly)."""
+    import os
+
+    if "TRACKER_STORE_URL" not in os.environ:
+        path = tmp_path_factory.mktemp("var") / "tracker.db"
+        os.environ["TRACKER_STORE_URL"] = f"sqlite:///{path}"
+        yield
+        os.environ.pop("TRACKER_STORE_URL", None)
+    else:
+        yield

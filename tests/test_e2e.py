@@ -61,7 +61,8 @@ class Chat:
 
 
 def _start(env_extra: dict, tmp: Path, args: list) -> subprocess.Popen:
-    env = dict(os.environ, **env_extra, LOG_DIR=str(tmp), READY_TIMEOUT="180")
+    env = dict(os.environ, **env_extra, LOG_DIR=str(tmp), READY_TIMEOUT="180",
+               TRACKER_STORE_URL=f"sqlite:///{tmp / 'tracker.db'}")
     return subprocess.Popen(["scripts/serve.sh", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -136,7 +137,9 @@ def test_lookup_list_and_abstention(servers, corpus_by_id):
     listing = chat.payload(chat.say("list all the recommendations on brain metastases"))
     assert [a["id"] for a in listing["answers"]] == ["1.5.18", "1.5.19", "1.5.20", "1.5.21"]
     oos = chat.say("what dose of letrozole should I give?")
-    assert chat.payload(oos) == answer.abstention_payload("out_of_scope:oos_dosing")
+    got = chat.payload(oos)
+    assert set(got.pop("provenance")) == {"corpus_sha256", "index", "model"}   # what an audit needs
+    assert got == answer.abstention_payload("out_of_scope:oos_dosing")
     assert "no recommendation" in chat.text(oos)
 
 
@@ -171,7 +174,8 @@ def test_control_characters_are_cleaned_not_fatal(servers):
 def test_action_server_down_gives_friendly_message(tmp_path):
     """Rasa alone, its action endpoint pointing at a closed port: the clinician is told, not ignored."""
     rasa_port, dead_port = free_port(), free_port()
-    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", CG81_DEV_MODE="1",
+               TRACKER_STORE_URL=f"sqlite:///{tmp_path / 'tracker.db'}")
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{dead_port}/webhook"\n')
     proc = subprocess.Popen([str(ROOT / ".venv-rasa/bin/rasa"), "run", "--model", str(MODEL), "--endpoints",
@@ -192,3 +196,51 @@ def test_action_server_down_gives_friendly_message(tmp_path):
         assert "CG81" in chat.text(chat.say("hello"))  # the static responses still work
     finally:
         _stop(proc)
+
+
+def test_stalled_action_server_is_a_clear_message_within_ten_seconds(tmp_path):
+    """An action server that accepts the call and never answers: the REST clinician hears "no recommendation
+    has been given" within 10 s (Rasa's own wait would be 300 s)."""
+    import threading
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(16)
+    held: list = []
+
+    def accept_and_hold():
+        while True:
+            try:
+                conn, _ = stalled.accept()
+            except OSError:
+                return
+            held.append(conn)          # read nothing, answer nothing
+
+    threading.Thread(target=accept_and_hold, daemon=True).start()
+    rasa_port = free_port()
+    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", CG81_DEV_MODE="1",
+               TRACKER_STORE_URL=f"sqlite:///{tmp_path / 'tracker.db'}")
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{stalled.getsockname()[1]}/webhook"\n')
+    proc = subprocess.Popen([str(ROOT / ".venv-rasa/bin/rasa"), "run", "--model", str(MODEL), "--endpoints",
+                             str(endpoints), "--credentials", "credentials.yml", "--port", str(rasa_port),
+                             "--interface", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{rasa_port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/webhooks/rest/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        chat = Chat(base)
+        t0 = time.monotonic()
+        reply = chat.text(chat.say("bone mets imaging?"))
+        assert reply == answer.SERVICE_UNAVAILABLE and time.monotonic() - t0 <= 10.0
+    finally:
+        _stop(proc)
+        stalled.close()
+        for conn in held:
+            conn.close()

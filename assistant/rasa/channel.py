@@ -6,7 +6,6 @@ POST /webhooks/rest/webhook {"sender": ..., "message": ...} contract.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any, Awaitable, Callable, Dict
@@ -19,8 +18,12 @@ from sanic.response import HTTPResponse
 
 from assistant import answer, config
 from assistant.dialogue import clean
+from assistant.rasa import governance
 
 log = logging.getLogger(__name__)
+# Imported by Rasa at start-up with the channels: bound every action call (CG81_ACTION_TIMEOUT, 8 s), so a
+# stalled action server gives "no recommendation has been given" within seconds, not Rasa's 300 s.
+governance.limit_action_timeout()
 MAX_SENDER_CHARS = 128
 MAX_BODY_BYTES = 64 * 1024
 
@@ -71,26 +74,24 @@ class GuidelineRestInput(RestInput):
 
         @hook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
+            return governance.add_security_headers(response.json({"status": "ok"}))
 
         @hook.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
+            from assistant.rasa.channel_common import run_turn
+
+            refused = governance.check_bearer(request)
+            if refused is not None:
+                return governance.add_security_headers(refused)
             try:
                 sender, text, metadata = parse_body(request.body or b"")
             except ValueError as exc:
-                return _bad_request(str(exc), 413 if "bytes" in str(exc) else 400)
-            early = reply_without_nlu(text)
-            if early is not None:
-                return response.json([{"recipient_id": sender, "text": early}])
-            collector = CollectingOutputChannel()
-            try:
-                await on_new_message(UserMessage(clean(text), collector, sender, input_channel=self.name(),
-                                                 metadata=metadata))
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the clinician must get a reply
-                log.exception("message handling failed for sender %s", sender)
-            if not collector.messages:
-                return response.json([{"recipient_id": sender, "text": answer.SERVICE_UNAVAILABLE}])
-            return response.json(collector.messages)
+                return governance.add_security_headers(_bad_request(str(exc), 413 if "bytes" in str(exc) else 400))
+            # Rasa's own collector keeps the REST contract: the custom payload is its own message.
+            turn = await run_turn(on_new_message, text, sender, self.name(), metadata=metadata,
+                                  collector=CollectingOutputChannel())
+            messages = [{"recipient_id": sender, **m} if "recipient_id" not in m else m for m in turn.messages]
+            return governance.add_security_headers(response.json(messages))
 
         return hook
 

