@@ -138,3 +138,13 @@ def test_identifiers_are_kept_nowhere(stack, scripted):
     assert PLACEHOLDERS["nhs_number"] in stored_text
     for kept in NOT_IDENTIFIERS:                                  # not identifiers: not redacted
         assert kept in stored_text
+
+
+@pytest.mark.parametrize("path", ["/", "/webhooks/rest/", "/webhooks/web/", "/webhooks/health/"])
+def test_security_headers_everywhere_and_no_cross_origin_access(stack, path):
+    req = urllib.request.Request(f"{stack.base}{path}", headers={"Origin": "https://evil.example"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers.get("referrer-policy") == "no-referrer"
+    assert "access-control-allow-origin" not in headers          # the web chat is same-origin: no CORS grant

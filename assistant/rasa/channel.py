@@ -72,6 +72,14 @@ class GuidelineRestInput(RestInput):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         hook = Blueprint("guideline_rest_webhook", __name__)
 
+        @hook.listener("before_server_start")
+        async def secure_every_response(app, _loop) -> None:
+            # App-wide, not only this blueprint's routes: Rasa's own "/" and every channel get the headers.
+            async def headers(request, resp):
+                governance.add_security_headers(resp)
+
+            app.register_middleware(headers, "response")
+
         @hook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
             return governance.add_security_headers(response.json({"status": "ok"}))
