@@ -107,7 +107,8 @@ def test_teams_unsigned_activities_are_refused(stack, activity):
 
 
 def test_still_answering_after_the_fuzz(stack):
+    body = json.dumps({"sender": "after", "message": "should I monitor with PET-CT?"}).encode()
     req = urllib.request.Request(f"{stack.base}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"sender": "after", "message": "should I monitor with PET-CT?"}).encode())
+                                 data=body)
     messages = json.loads(urllib.request.urlopen(req, timeout=60).read())
     assert any((m.get("custom") or {}).get("answers", [{}])[0].get("id") == "1.1.8" for m in messages)
