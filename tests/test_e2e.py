@@ -5,12 +5,14 @@ Needs a trained model (`make train`); `make test-e2e` runs these.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -171,13 +173,15 @@ def test_control_characters_are_cleaned_not_fatal(servers):
     assert payload["answers"][0]["id"] == "1.1.8"
 
 
-def test_action_server_down_gives_friendly_message(tmp_path):
-    """Rasa alone, its action endpoint pointing at a closed port: the clinician is told, not ignored."""
-    rasa_port, dead_port = free_port(), free_port()
+@contextlib.contextmanager
+def rasa_alone(tmp_path, action_port: int):
+    """Rasa without our action server: its action endpoint points at `action_port` (closed, or a stalled
+    fake). Yields the base URL once the REST channel answers."""
+    rasa_port = free_port()
     env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", CG81_DEV_MODE="1",
                TRACKER_STORE_URL=f"sqlite:///{tmp_path / 'tracker.db'}")
     endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{dead_port}/webhook"\n')
+    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n')
     proc = subprocess.Popen([str(ROOT / ".venv-rasa/bin/rasa"), "run", "--model", str(MODEL), "--endpoints",
                              str(endpoints), "--credentials", "credentials.yml", "--port", str(rasa_port),
                              "--interface", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -191,18 +195,22 @@ def test_action_server_down_gives_friendly_message(tmp_path):
                 break
             except OSError:
                 time.sleep(0.5)
+        yield base
+    finally:
+        _stop(proc)
+
+
+def test_action_server_down_gives_friendly_message(tmp_path):
+    """Rasa alone, its action endpoint pointing at a closed port: the clinician is told, not ignored."""
+    with rasa_alone(tmp_path, free_port()) as base:
         chat = Chat(base)
         assert chat.text(chat.say("bone mets imaging?")) == answer.SERVICE_UNAVAILABLE
         assert "CG81" in chat.text(chat.say("hello"))  # the static responses still work
-    finally:
-        _stop(proc)
 
 
 def test_stalled_action_server_is_a_clear_message_within_ten_seconds(tmp_path):
     """An action server that accepts the call and never answers: the REST clinician hears "no recommendation
     has been given" within 10 s (Rasa's own wait would be 300 s)."""
-    import threading
-
     stalled = socket.socket()
     stalled.bind(("127.0.0.1", 0))
     stalled.listen(16)
@@ -217,30 +225,13 @@ def test_stalled_action_server_is_a_clear_message_within_ten_seconds(tmp_path):
             held.append(conn)          # read nothing, answer nothing
 
     threading.Thread(target=accept_and_hold, daemon=True).start()
-    rasa_port = free_port()
-    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", CG81_DEV_MODE="1",
-               TRACKER_STORE_URL=f"sqlite:///{tmp_path / 'tracker.db'}")
-    endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{stalled.getsockname()[1]}/webhook"\n')
-    proc = subprocess.Popen([str(ROOT / ".venv-rasa/bin/rasa"), "run", "--model", str(MODEL), "--endpoints",
-                             str(endpoints), "--credentials", "credentials.yml", "--port", str(rasa_port),
-                             "--interface", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        base = f"http://127.0.0.1:{rasa_port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{base}/webhooks/rest/", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        chat = Chat(base)
-        t0 = time.monotonic()
-        reply = chat.text(chat.say("bone mets imaging?"))
-        assert reply == answer.SERVICE_UNAVAILABLE and time.monotonic() - t0 <= 10.0
+        with rasa_alone(tmp_path, stalled.getsockname()[1]) as base:
+            chat = Chat(base)
+            t0 = time.monotonic()
+            reply = chat.text(chat.say("bone mets imaging?"))
+            assert reply == answer.SERVICE_UNAVAILABLE and time.monotonic() - t0 <= 10.0
     finally:
-        _stop(proc)
         stalled.close()
         for conn in held:
             conn.close()
