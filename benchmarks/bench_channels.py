@@ -42,7 +42,7 @@ from fakes.harness import http  # noqa: E402
 from fakes.loop import LoopThread, free_port  # noqa: E402
 from fakes.microsoft import FakeMicrosoft, activity  # noqa: E402
 from fakes.slack import FakeSlack, event_envelope, mention, sign  # noqa: E402
-from stats import summary_ms, verdict  # noqa: E402
+from stats import summary_ms, verdict, write_json  # noqa: E402
 
 from assistant.answer import SERVICE_UNAVAILABLE  # noqa: E402
 
@@ -238,10 +238,7 @@ def main(argv=None) -> int:
         stack.stop()
         tmp.cleanup()
         if args.json:
-            out = Path(args.json)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-            print(f"figures written to {out}")
+            write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stats import percentile, summary_ms, verdict  # noqa: E402
+from stats import percentile, summary_ms, verdict, write_json  # noqa: E402
 
 from assistant import config  # noqa: E402
 
@@ -348,10 +348,7 @@ def main(argv=None) -> int:
           + (" (busy machine: read the figures as pessimistic)" if busy else ""))
 
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {out}")
+        write_json(args.json, results)
     return 0
 
 

@@ -42,7 +42,7 @@ STATIC_MESSAGE = "hello"   # intent greet → utter_greet (a rule; no custom act
 
 
 # ---------------------------------------------------------------------- helpers
-from stats import summary_ms, verdict  # noqa: E402
+from stats import summary_ms, verdict, write_json  # noqa: E402
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -468,10 +468,7 @@ def main(argv=None) -> int:
         if tmp is not None:
             tmp.cleanup()
         if args.json:
-            out = Path(args.json)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-            print(f"figures written to {out}")
+            write_json(args.json, results)
 
 
 if __name__ == "__main__":

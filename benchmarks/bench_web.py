@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import Stack, launch_chromium  # noqa: E402
-from stats import summary_ms  # noqa: E402
+from stats import summary_ms, write_json  # noqa: E402
 
 from assistant.evaluate import load_gold  # noqa: E402
 
@@ -177,9 +177,7 @@ def main(argv=None) -> int:
         print(f"  browser p50 − REST p50: {b['p50_ms'] - r['p50_ms']:+.0f} ms (page: fetch, JSON, rendering, paint); "
               f"run {figures['run_s']:.0f} s, load average now {figures['loadavg_1m_end']}")
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-            print(f"figures written to {args.json}")
+            write_json(args.json, figures)
         return 0
     finally:
         if stack is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 
 def percentile(values: list, q: float) -> float:
@@ -26,3 +28,11 @@ def summary_ms(seconds: list, digits: int = 1) -> dict:
 
 def verdict(value: float, limit: float) -> str:
     return "meets" if value <= limit else "misses"
+
+
+def write_json(path, figures: dict) -> None:
+    """--json OUT: the figures as JSON, for comparing runs."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"figures written to {out}")
