@@ -6,12 +6,15 @@ turn exactly once, with the right answer IDs; export and summary agree with it),
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -24,6 +27,7 @@ from tests.servers import Stack
 
 pytestmark = pytest.mark.e2e
 TOKEN = "api-" + uuid.uuid4().hex
+SLACK_SECRET = "slack-" + uuid.uuid4().hex
 AUDIT_KEY = "audit-" + uuid.uuid4().hex
 # Synthetic identifiers: valid NHS check digits, a date of birth, a postcode, a phone number, an e-mail.
 IDENTIFIERS = ["943 476 5919", "4010232137", "12/03/1961", "SW1A 1AA", "07700 900123", "jo.bloggs@example.org"]
@@ -42,7 +46,10 @@ SCRIPT = [  # (sender, message, expected first answer ID or None for no guidelin
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("governance")
-    s = Stack(work, env={"CG81_API_TOKEN": TOKEN, "CG81_AUDIT_KEY": AUDIT_KEY})
+    s = Stack(work, env={"CG81_API_TOKEN": TOKEN, "CG81_AUDIT_KEY": AUDIT_KEY,
+                         # Slack on, its replies sent nowhere: the turn (and its audit record) is what counts here
+                         "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SLACK_SECRET,
+                         "SLACK_API_URL": "http://127.0.0.1:9/api/"})
     s.start()
     yield s
     s.stop()
@@ -123,6 +130,43 @@ def test_every_turn_is_audited_once_with_its_answer(stack, scripted):
                                         text=True, timeout=120).stdout)["overall"]
     assert summary["turns"] == len(_audit_rows(stack))
     assert summary["abstention_reasons"].get("out_of_scope:oos_dosing", 0) >= 1
+
+
+def test_web_chat_and_slack_turns_are_audited_once_too(stack, scripted):
+    """Every channel, not only REST: two web chat turns (one with feedback) and a Slack event delivered twice
+    (a platform retry) give three audit records and one feedback record."""
+    before = len(_audit_rows(stack))
+    session = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{stack.web}session", data=b"{}", headers={"Content-Type": "application/json"}), timeout=30).read())
+    web = {"Content-Type": "application/json", "X-CG81-Session": session["token"]}
+    turns = []
+    for question in ("should I monitor with PET-CT?", "tamoxifen for men with ER+ ABC?"):
+        req = urllib.request.Request(f"{stack.web}message", data=json.dumps({"message": question}).encode(),
+                                     headers=web)
+        turns.append(json.loads(urllib.request.urlopen(req, timeout=60).read())["turn"])
+    feedback = {"turn_id": turns[0]["turn_id"], "value": "up", "rec_ids": ["1.1.8"]}
+    urllib.request.urlopen(urllib.request.Request(f"{stack.web}feedback", data=json.dumps(feedback).encode(),
+                                                  headers=web), timeout=30).read()
+    event = json.dumps({"type": "event_callback", "team_id": "T1", "event_id": "EvGOV1", "event": {
+        "type": "app_mention", "user": "U1", "channel": "C1", "ts": "1700000000.000100",
+        "text": "<@UBOT> bisphos for bony mets?"}}).encode()
+    for retry in (None, "1"):
+        ts = str(int(time.time()))
+        sig = "v0=" + hmac.new(SLACK_SECRET.encode(), f"v0:{ts}:".encode() + event, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
+                   **({"X-Slack-Retry-Num": retry} if retry else {})}
+        urllib.request.urlopen(urllib.request.Request(f"{stack.base}/webhooks/slack/webhook", data=event,
+                                                      headers=headers), timeout=30).read()
+    deadline = time.monotonic() + 30
+    while len(_audit_rows(stack)) < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.5)                       # the Slack turn runs after the acknowledgement
+    time.sleep(2)                             # and a second (wrong) record would come within this
+    new = _audit_rows(stack)[before:]
+    assert sorted(r["channel"] for r in new) == ["slack", "web", "web"]
+    by_turn = {r["turn_id"]: r for r in new}
+    assert by_turn[turns[0]["turn_id"]]["answer_ids"].split(",")[0] == "1.1.8"
+    assert by_turn[turns[0]["turn_id"]]["feedback"] == "up"
+    assert next(r for r in new if r["channel"] == "slack")["answer_ids"].split(",")[0] == "1.5.14"
 
 
 def test_identifiers_are_kept_nowhere(stack, scripted):

@@ -42,6 +42,7 @@ from assistant import answer, feedback, links
 from assistant.dialogue import clean
 from assistant.rasa import governance
 from assistant.rasa.channel import MAX_BODY_BYTES, parse_body, reply_without_nlu
+from assistant.rasa.channel_common import turn_timeout
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "web"
@@ -297,8 +298,11 @@ class WebChatInput(InputChannel):
             t0 = time.perf_counter()
             failed = False
             try:
-                await on_new_message(UserMessage(cleaned, collector, conversation_id, input_channel=self.name(),
-                                                 message_id=turn_id))
+                # Bounded like every channel's turn: a stalled action server or database gives the clinician
+                # "no recommendation has been given" within seconds (channel_common.turn_timeout).
+                await asyncio.wait_for(on_new_message(UserMessage(cleaned, collector, conversation_id,
+                                                                  input_channel=self.name(), message_id=turn_id)),
+                                       turn_timeout())
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the clinician must get a reply
                 # As in the REST channel: e.g. the tracker store failed to save the turn, and an answer the
                 # conversation would not remember (nor show after a reload) is not given.
