@@ -159,14 +159,17 @@ class Assistant:
         followup = bool(topic or sites) and self._continues(q, state, intent)
         carried = self._carried(q, topic, sites) if followup else {}
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
-        request = self._request(q, carried, profile, research)
+        # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
+        patient = self.rules.profile.closure(profile)
+        fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
+        request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
         trace = {"weights": request.weights, "carried": carried, "followup": followup,
                  "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
                                 for c in result.candidates]}
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
-            unfit = self._unfit_for_patient(result, request, profile) if reason == "low_score" else []
+            unfit = self._unfit_for_patient(result, request, fit) if reason == "low_score" else []
             if unfit:
                 # The question is answered in CG81, but only for other patients: say that, not "no answer".
                 new_state = {**state, **profile}
@@ -196,10 +199,9 @@ class Assistant:
         if new_topic and choice:
             new_topic["choice"] = True
         new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}
-        patient = self.rules.profile.closure(profile)
         ranked = list(result.candidates)
         rule, ranked = self._clarify_or_rerank(ranked, patient)
-        if self.abstain and not rule and ranked and self._applies(ranked[0].id, patient).conflicting:
+        if self.abstain and not rule and ranked and fit[ranked[0].id].conflicting:
             # Every recommendation that fits the question is written for another patient group or history
             # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
             closest = [c.id for c in ranked[:3] if c.score >= self._min_score() * CONFLICT_SHOWN]
@@ -220,7 +222,6 @@ class Assistant:
             general = rule.get("general", [])
             top_ids = [c.id for c in ranked[: rule.get("top_k", 4)]]
             allowed = {i for o in options for i in o["recommendations"]} | {i for i in general if i in top_ids}
-            fit = {c.id: self._applies(c.id, patient) for c in ranked}
             ids = [c.id for c in ranked if c.id in rule["trigger_top"] and c.id in allowed
                    and not fit[c.id].conflicting]
             order = {i: n for n, i in enumerate(ids)}
@@ -235,7 +236,7 @@ class Assistant:
                          answer.payload(answers, clarification=clar, notes=notes), new_state,
                          buttons=[{"title": o, "payload": o} for o in clar["options"]], query=request.text,
                          trace=trace)
-        conflicting = {c.id for c in ranked if self._applies(c.id, patient).conflicting}
+        conflicting = {c.id for c in ranked if fit[c.id].conflicting}
         shown = [ranked[0]] + [c for c in ranked[1:3] if c.score >= self._min_score() and c.id not in conflicting]
         answers = [answer.answer_item(self.retriever.by_id[c.id], c.score) for c in shown]
         new_state["last_answer_ids"] = [a["id"] for a in answers]
@@ -296,7 +297,7 @@ class Assistant:
             carried["aspect"] = old["aspect"]
         return {r: sorted(v) for r, v in carried.items() if v}
 
-    def _request(self, q: Query, carried: dict, profile: dict, research: bool):
+    def _request(self, q: Query, carried: dict, fit: dict, research: bool):
         from assistant.retrieval import SearchRequest
 
         weights: dict = {}
@@ -314,8 +315,6 @@ class Assistant:
         weights = {c: w for c, w in weights.items() if c in lex.concepts and lex.concepts[c].label not in
                    ("CONDITION", "OUT_OF_SCOPE")}
         text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
-        patient = self.rules.profile.closure(profile)
-        fit = {rid: self._applies(rid, patient) for rid in self.conditions}
         factors = {rid: f.factor for rid, f in fit.items()}
         fits = {rid: len(f.matched) for rid, f in fit.items() if not f.conflicting}
         # What the clinician rules out ("not life threatening", "no brain mets") counts against the
@@ -348,18 +347,15 @@ class Assistant:
         return {e.value for e in self.extractor.extract(m.group("what"))
                 if e.label in ("DRUG", "THERAPY") and not e.negated}
 
-    def _unfit_for_patient(self, result, request, profile: dict) -> list:
+    @staticmethod
+    def _unfit_for_patient(result, request, fit: dict) -> list:
         """The recommendations that would have answered, had the patient's facts not ruled them out."""
         from assistant.retrieval import ABSTAIN_BELOW
 
-        patient = self.rules.profile.closure(profile)
         raw = sorted(((c.score / request.factors.get(c.id, 1.0), c.id) for c in result.candidates), reverse=True)
-        if not raw or raw[0][0] < ABSTAIN_BELOW or not self._applies(raw[0][1], patient).conflicting:
+        if not raw or raw[0][0] < ABSTAIN_BELOW or not fit[raw[0][1]].conflicting:
             return []
-        return [i for score, i in raw[:3] if score >= ABSTAIN_BELOW and self._applies(i, patient).conflicting]
-
-    def _applies(self, rec_id: str, patient: set):
-        return self.rules.profile.applicability(self.conditions.get(rec_id, {}), patient)
+        return [i for score, i in raw[:3] if score >= ABSTAIN_BELOW and fit[i].conflicting]
 
     def _research_off_topic(self, result, q: Query, carried: dict) -> bool:
         """Research asked about a topic no research recommendation covers ("any research on fatigue?"):
