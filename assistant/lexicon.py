@@ -65,8 +65,10 @@ def _shorthand_variants(term: str, shorthand: dict) -> list:
 
 class Lexicon:
     def __init__(self, concepts: list[Concept], labels: list[str], version: int,
-                 inferences: list | None = None) -> None:
+                 inferences: list | None = None, not_typos=()) -> None:
         self.version = version
+        # Ordinary words one edit away from a lexicon word ('presenting' ~ 'preventing'): never corrected.
+        self.not_typos = frozenset(w.lower() for w in not_typos)
         self.inferences = [(frozenset(i["if_all"]), tuple(i["then"])) for i in inferences or []]
         self.labels = labels
         self.concepts = {c.id: c for c in concepts}
@@ -109,7 +111,7 @@ class Lexicon:
             unknown = [c for c in rule["if_all"] + rule["then"] if c not in ids]
             if unknown:
                 raise LexiconError(f"{path}: inference names unknown concepts {unknown}")
-        return cls(concepts, labels, data["version"], data.get("inferences"))
+        return cls(concepts, labels, data["version"], data.get("inferences"), data.get("not_typos", ()))
 
     def closure(self, concept_ids) -> set:
         """Concepts with everything they imply: 'letrozole' → 'aromatase_inhibitor', and the
@@ -132,4 +134,5 @@ class Lexicon:
 
         return sha256_text(json.dumps([{k: [c.label, c.expansion, c.terms, c.broader]
                                         for k, c in sorted(self.concepts.items())},
-                                       [[sorted(n), list(t)] for n, t in self.inferences]]))
+                                       [[sorted(n), list(t)] for n, t in self.inferences]]
+                                      + ([sorted(self.not_typos)] if self.not_typos else [])))

@@ -75,6 +75,16 @@ class Query:
     def role_set(self, role: str) -> set:
         return {c for c, r in self.roles.items() if r == role}
 
+    def encoder_text(self, lexicon, carried=()) -> str:
+        """What the sentence encoder sees: the message (negations cut out) and the guideline wording of
+        the concepts it names plus any carried over -- not of everything they imply, and not of
+        'advanced breast cancer', which every record is about. The fine-tuning builds its training
+        questions the same way, so the encoder is trained on the input it gets at run time."""
+        named = {e.value for e in self.entities if not e.negated and e.value in lexicon.concepts
+                 and lexicon.concepts[e.value].label != "CONDITION"} | set(carried)
+        extra = " ".join(sorted({lexicon.concepts[c].expansion for c in named if c in lexicon.concepts}))
+        return f"{self.search_text} {extra}".strip()
+
     @property
     def research(self) -> bool:
         return "research" in self.concepts

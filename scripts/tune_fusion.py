@@ -21,18 +21,18 @@ def main() -> None:
     by_id = {r["id"]: r for r in corpus.load()}
     bot = Assistant(retrieval.Retriever.load())
     rows = []
-    grid = itertools.product([0.3, 0.4, 0.5], [0.15, 0.25, 0.35], [0.7, 0.8, 0.9], [10.0, 15.0, 25.0])
-    for wd, wb, pen, floor in grid:
+    grid = itertools.product([0.4, 0.5, 0.6, 0.7], [0.1, 0.15, 0.2, 0.25], [15.0])
+    for wd, wb, floor in grid:
         wc = round(1 - wd - wb, 2)
         if wc < 0.1:
             continue
         retrieval.WEIGHTS.update(dense=wd, bm25=wb, concept=wc)
-        retrieval.RESEARCH_PENALTY, retrieval.BM25_FLOOR = pen, floor
+        retrieval.BM25_FLOOR = floor
         bot.abstain = False
         res = evaluate.evaluate(items, lambda t: evaluate.run_core(bot, t), by_id, progress=False)
         m = res["metrics"]
-        rows.append((m["top1"], m["mrr"], m["recall_at_3"], wd, wb, wc, pen, floor))
-        print(f"dense={wd} bm25={wb} concept={wc} research={pen} floor={floor}: top1={m['top1']} "
+        rows.append((m["top1"], m["mrr"], m["recall_at_3"], wd, wb, wc, floor))
+        print(f"dense={wd} bm25={wb} concept={wc} floor={floor}: top1={m['top1']} "
               f"mrr={m['mrr']} r@3={m['recall_at_3']}", flush=True)
     rows.sort(reverse=True)
     print("best:", rows[:5])

