@@ -86,6 +86,7 @@ class DialogueRules:
         self.reset_patterns = data["reset_patterns"]
         self.ellipsis_start = data["ellipsis_start"]
         self.anaphora = data["anaphora"]
+        self.sequel = data.get("sequel")
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
@@ -153,10 +154,19 @@ class Assistant:
 
     def _answer(self, q: Query, state: dict, intent: str | None, years: bool = False) -> Reply:
         facts = {k: v for k, v in q.facts.items() if not k.startswith("_")}
-        profile = self.rules.profile.merge(state, facts)
         topic = state.get("topic") or {}
         sites = set(state.get("metastatic_sites") or [])
         followup = bool(topic or sites) and self._continues(q, state, intent)
+        if followup and self._sequel(q):
+            # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
+            # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
+            last = (state.get("last_answer_ids") or [None])[0]
+            offered = self.conditions.get(last, {}).get("offers") or frozenset()
+            treatments = topic.get("intervention") or (offered if offered <= self.rules.profile.one_off else [])
+            had = self.rules.profile.history_facts(treatments)
+            if had:
+                facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
+        profile = self.rules.profile.merge(state, facts)
         carried = self._carried(q, topic, sites) if followup else {}
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
@@ -165,7 +175,8 @@ class Assistant:
         request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
         trace = {"weights": request.weights, "carried": carried, "followup": followup,
-                 "dense_text": request.dense_text, "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
+                 "dense_text": request.dense_text,
+                 "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
                                 for c in result.candidates]}
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
@@ -258,6 +269,12 @@ class Assistant:
         # the current topic; one that names its own problem and intervention is a question of its own.
         return not (q.role_set("problem") and q.role_set("intervention")) or not own
 
+    @staticmethod
+    def _sequel(q: Query) -> bool:
+        """Asks what follows the treatment discussed, without naming a treatment of its own ("should she
+        have radiotherapy after the op?" asks about radiotherapy)."""
+        return q.sequel and not q.role_set("intervention")
+
     def _compatible(self, a: set, b: set) -> bool:
         """Some recommendation is about both (imaging and the liver: yes; endocrine therapy and
         fatigue: no), so keeping one with the other makes sense."""
@@ -280,6 +297,9 @@ class Assistant:
             # prognosis weeks") tells more about the patient: the question stays the one being discussed.
             return {r: sorted(v) for r, v in old.items() if v}
         carried: dict = {}
+        if self._sequel(q):
+            # What follows the treatment discussed: that treatment is history now (see _answer), not the topic.
+            old["intervention"] = set()
         if not own["problem"] and not own["intervention"]:
             # An aspect that is a subject of its own in the guideline (a heading: supportive care, information)
             # keeps only a topic some recommendation shares with it: "who's her key worker?" drops the AI;

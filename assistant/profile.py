@@ -53,6 +53,7 @@ class ProfileRules:
         self.history_treatment = {prior: treatment for treatment, prior in self.history_of.items()}
         self.preconditions = set(data.get("precondition_groups", []))
         self.defaults = set(data.get("defaults", []))
+        self.one_off = frozenset(data.get("one_off_treatments", []))
 
     # ------------------------------------------------------------------ profile
     def facts_of(self, concepts, order=()) -> dict:
@@ -154,6 +155,15 @@ class ProfileRules:
                     if unless & cs and g not in out})
         return out
 
+    def history_facts(self, treatments) -> set:
+        """The prior-therapy facts for treatments the patient has had ('docetaxel' -> prior chemotherapy)."""
+        return {self.history_of[c] for c in self.lexicon.closure(treatments) if c in self.history_of}
+
+    def _already_given(self, offered: frozenset, patient: set) -> bool:
+        """Every treatment offered is a one-off treatment the patient has had."""
+        return bool(offered) and offered <= self.one_off and \
+            all(self.history_of.get(t) in patient for t in offered)
+
     def applicability(self, conditions: dict, patient: set) -> Applicability:
         matched, conflicting, open_ = [], [], []
         excluded = self._excluded_by(patient)
@@ -163,7 +173,7 @@ class ProfileRules:
             progressed |= {t for c, t in self.history_treatment.items() if c in patient}
         for group, options in conditions.items():
             if group == "offers":
-                if options & progressed:
+                if options & progressed or self._already_given(options, patient):
                     conflicting.append("treatment_history")
                 continue
             if isinstance(group, tuple):

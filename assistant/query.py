@@ -69,6 +69,7 @@ class Query:
     words: int
     search_text: str                 # the text with negated spans cut out
     question: str = ""               # the question part of a vignette (the whole text otherwise)
+    sequel: bool = False             # asks what follows the treatment discussed ("anything after that?")
     sites_as_context: bool = False   # sites mentioned beside other patient facts describe the patient
     extras: dict = field(default_factory=dict)
 
@@ -105,6 +106,7 @@ class Analyzer:
         self._reset = [re.compile(p, re.IGNORECASE) for p in rules.reset_patterns]
         self._ellipsis = re.compile(rules.ellipsis_start, re.IGNORECASE)
         self._anaphora = re.compile(rules.anaphora, re.IGNORECASE)
+        self._sequel = re.compile(rules.sequel, re.IGNORECASE) if rules.sequel else None
         self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
         self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
 
@@ -203,7 +205,7 @@ class Analyzer:
             leading_ellipsis=bool(self._ellipsis.match(text)),
             asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
-            words=words, question=question,
+            words=words, question=question, sequel=bool(self._sequel and self._sequel.search(question or text)),
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))
                                  .split()))
