@@ -156,7 +156,11 @@ class Assistant:
         facts = {k: v for k, v in q.facts.items() if not k.startswith("_")}
         topic = state.get("topic") or {}
         sites = set(state.get("metastatic_sites") or [])
-        followup = bool(topic or sites) and self._continues(q, state, intent)
+        # Treatments the patient has had stand in for a topic nobody has asked about yet ("had docetaxel
+        # then capecitabine" -> "3rd line?").
+        history = {self.rules.profile.history_treatment[p] for p in state.get("prior_therapies") or []
+                   if p in self.rules.profile.history_treatment}
+        followup = bool(topic or sites or history) and self._continues(q, state, intent)
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
@@ -167,7 +171,7 @@ class Assistant:
             if had:
                 facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
         profile = self.rules.profile.merge(state, facts)
-        carried = self._carried(q, topic, sites) if followup else {}
+        carried = self._carried(q, topic, sites, history) if followup else {}
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
@@ -282,7 +286,7 @@ class Assistant:
             return True
         return any(set(d) & a and set(d) & b for d in self.retriever.doc_concepts)
 
-    def _carried(self, q: Query, topic: dict, sites: set) -> dict:
+    def _carried(self, q: Query, topic: dict, sites: set, history: set = frozenset()) -> dict:
         """The roles of the topic that this message leaves out, and that fit with what it says. Where the
         topic names no problem, the patient's metastatic sites stand in for it ("newly diagnosed bone
         mets in a 60F, ER+" -> "should she have bisphosphonates?")."""
@@ -290,6 +294,7 @@ class Assistant:
         old = {r: set(topic.get(r) or []) for r in ROLES}
         if not old["problem"] and not old["intervention"] and not old["aspect"]:
             old["problem"] = set(sites)
+            old["intervention"] = set(history)
         elif not old["problem"] and own["intervention"]:
             old["problem"] = set(sites)
         if not q.asks and any(old.values()):
@@ -350,7 +355,7 @@ class Assistant:
         # encode of the question.
         dense_text = q.encoder_text(lex, (c for v in carried.values() for c in v))
         return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored,
-                             dense_text, fits)
+                             dense_text, fits, q.oos)
 
     def _offered(self, record: dict) -> set:
         """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or

@@ -50,6 +50,7 @@ _HISTORY_CUES = [c.split() for c in (
     "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "response to",
     "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since")]
 _HISTORY_LABELS = {"DRUG", "THERAPY"}
+_COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
 _CACHE_SIZE = 4096
 
@@ -175,8 +176,13 @@ class EntityExtractor:
 
     def _extract(self, text: str) -> tuple:
         doc = self.nlp(text)
-        return tuple(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e),
-                            e.label_ in _HISTORY_LABELS and _historical(doc, e)) for e in doc.ents)
+        out, previous = [], None
+        for e in doc.ents:
+            historical = e.label_ in _HISTORY_LABELS and (_historical(doc, e) or _coordinated(doc, previous, e))
+            out.append(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e), historical))
+            if e.label_ in _HISTORY_LABELS or e.label_ == "PRIOR_THERAPY":
+                previous = (e, historical or e.label_ == "PRIOR_THERAPY")
+        return tuple(out)
 
     def extract(self, text: str) -> list:
         """Entities in order (recent texts are remembered; Entity is immutable)."""
@@ -205,6 +211,15 @@ def _negated(doc: Doc, span: Span) -> bool:
     after = doc[span.end: span.end + 2]
     return bool(len(after) and after[0].lower_ in _POST_NEGATION and
                 (after[0].lower_ != "ruled" or (len(after) > 1 and after[1].lower_ == "out")))
+
+
+def _coordinated(doc: Doc, previous, span: Span) -> bool:
+    """A treatment joined to one the patient has had ("had surgery and then WBRT", "AC + docetaxel")
+    is history too."""
+    if previous is None or not previous[1]:
+        return False
+    between = [t.lower_ for t in doc[previous[0].end: span.start]]
+    return len(between) <= 3 and all(w in _COORDINATION for w in between)
 
 
 def _historical(doc: Doc, span: Span) -> bool:

@@ -187,9 +187,16 @@ class Analyzer:
             described = set()
         # Out of scope is what is asked about: in a case description, "early breast cancer in 2015" or
         # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
+        # A question that names nothing of its own ("is that standard?", "how do I manage that?") asks
+        # about the clause before it, and what that clause names counts as asked.
+        oos_start = q_start
+        if not any(q_start <= e.start and not e.negated and e.label not in _UNSCORED_LABELS
+                   and not lex.concepts[e.value].out_of_scope and not self.is_profile_concept(e.value)
+                   for e in entities):
+            oos_start = self._previous_clause_start(text, q_start)
         oos = tuple(sorted(c for e in entities if not e.negated and lex.concepts.get(e.value)
                            and lex.concepts[e.value].out_of_scope
-                           and (not vignette or q_start <= e.start) for c in [e.value]))
+                           and (not vignette or oos_start <= e.start) for c in [e.value]))
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
         # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
@@ -226,6 +233,14 @@ class Analyzer:
             if d:
                 age = int(d.group("d"))
         return age, sex
+
+    @staticmethod
+    def _previous_clause_start(text: str, q_start: int) -> int:
+        """Where the clause before the question starts."""
+        ends = [m.end() for m in _CLAUSE_SPLIT.finditer(text[:q_start])]
+        if ends and ends[-1] >= q_start - 2:
+            ends.pop()
+        return ends[-1] if ends else 0
 
     @staticmethod
     def _question_part(text: str) -> tuple:

@@ -118,6 +118,10 @@ class SearchRequest:
     anchored: bool = True     # the question names its own problem or intervention (not only patient facts)
     dense_text: str = ""      # what the encoder sees, when it differs from the BM25 text
     fits: dict = field(default_factory=dict)  # record -> how many of the patient's facts it names
+    # Out-of-scope concepts asked about, when the caller has read the message (the dialogue: in a case
+    # vignette only the question counts, "accepts the side effects" in the description does not).
+    # None: every affirmed out-of-scope concept counts.
+    oos: tuple | None = None
 
 
 @dataclass
@@ -333,7 +337,8 @@ class Retriever:
         when nothing fits."""
         req = query if isinstance(query, SearchRequest) else self.request(query)
         lex = self.extractor.lexicon.concepts
-        oos = sorted(c for c in req.concepts if c in lex and lex[c].out_of_scope)
+        oos = sorted(req.oos if req.oos is not None else
+                     (c for c in req.concepts if c in lex and lex[c].out_of_scope))
         dense = np.clip((self._dense_scores(req.dense_text or req.text) - DENSE_ZERO) / (DENSE_FULL - DENSE_ZERO),
                         0, 1)
         raw_bm25 = self._bm25_scores(req.text)

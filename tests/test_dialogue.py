@@ -455,3 +455,35 @@ def test_is_a_recommendation_new(assistant):
     assert ids(reply) == ["1.1.6"]
     assert reply.payload["notes"] == ["Recommendation 1.1.6 is marked [2017]. [2017] indicates that the evidence "
                                       "was reviewed and the recommendation updated in 2017."]
+
+
+def test_what_follows_a_treatment_takes_it_as_history(assistant):
+    """'anything to follow on with?' after chemotherapy asks what comes after it: the patient has had it."""
+    reply = talk(assistant, "ER+ HER2- MBC, docetaxel first line for a visceral crisis",
+                 "she's finished the chemo now, what do we follow on with?")
+    assert ids(reply)[0] == "1.3.3"
+    assert "prior_chemotherapy" in reply.state["prior_therapies"]
+    assert "chemotherapy" not in (reply.state["topic"] or {}).get("intervention", [])
+
+
+def test_one_off_treatment_already_given_is_past(assistant):
+    """Resection and WBRT done: 'surgery followed by WBRT' and 'WBRT' are past, rehabilitation is next."""
+    reply = assistant.respond("solitary brain met, had it resected and then WBRT. what next for her?", {})
+    assert ids(reply)[0] == "1.5.20"
+    assert not {"1.5.18", "1.5.19"} & set(ids(reply))
+    # Surgery alone: radiotherapy after the operation is still to come.
+    reply = talk(assistant, "had surgery for a solitary brain met", "should she have radiotherapy after the op?")
+    assert ids(reply)[0] == "1.5.18"
+
+
+def test_out_of_scope_words_in_the_description_do_not_block_the_question(assistant):
+    reply = assistant.respond("61F ER+ HER2-, liver mets with jaundice and pain, knows about the side effects of "
+                              "chemo and wants it. Chemo or hormones as first treatment?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.2"
+
+
+def test_a_question_about_the_clause_before_it_is_out_of_scope_when_that_clause_is(assistant, corpus_by_id):
+    reply = assistant.respond("on capecitabine, her palms and soles are red and peeling - how should we treat "
+                              "that?", {})
+    assert reply.kind == "abstain" and reply.payload["reason"].startswith("out_of_scope")
+    assert_no_recommendation(reply, corpus_by_id)

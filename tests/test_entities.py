@@ -178,6 +178,10 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("should she have chemo?", "chemotherapy", False),
     ("should she go on endocrine now?", "endocrine_therapy", False),
     ("had a bone scan, should she get chemo?", "chemotherapy", False),  # the cue belongs to the scan
+    ("had it resected and then WBRT", "whole_brain_radiotherapy", True),  # coordinated with a treatment had
+    ("had surgery and WBRT", "whole_brain_radiotherapy", True),
+    ("had surgery, should she have WBRT?", "whole_brain_radiotherapy", False),
+    ("had docetaxel, what about capecitabine?", "capecitabine", False),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
