@@ -22,8 +22,9 @@ HELDOUT := tests/gold/cg81_heldout.yaml
 HELDOUT2 := tests/gold/cg81_heldout2.yaml
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: a little under what is measured today
-# (README, Figures). The issue-8 targets (top-1 0.95, recall@3 0.99, multi-turn 0.93) are not reached yet.
-FLOORS := --min top1=0.88 --min recall_at_3=0.96 --min multi_turn_top1=0.83 --min abstention_precision=0.95 \
+# (README, Figures; the margin allows for the fine-tuned encoder being retrained on another machine).
+# The issue-8 targets (top-1 0.95, recall@3 0.99, multi-turn 0.93) are not reached yet.
+FLOORS := --min top1=0.91 --min recall_at_3=0.97 --min multi_turn_top1=0.86 --min abstention_precision=0.95 \
           --min abstention_recall=0.95 --min exact_text=1.0
 RASA_DATA := $(shell find nlu_data -name '*.yml') domain.yml config.yml
 export HF_HUB_OFFLINE := 1

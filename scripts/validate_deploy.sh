@@ -46,7 +46,7 @@ for f in deploy/docker/Dockerfile.*; do
     for s in $src; do [ -e "$s" ] || case "$s" in models/*|build/*) ;; *) absent="$absent $f:$s";; esac; done
   done < <(grep '^COPY ' "$f" | grep -v -- '--from=' | sed 's/^COPY \(--[a-z]*=[^ ]* \)*//' | awk '{$NF=""; print}')
 done
-if [ -z "$absent" ]; then ok "models/ and build/index come from make train / make build"; else bad "absent:$absent"; fi
+if [ -z "$absent" ]; then ok "models/, build/index and build/model come from make train / make build"; else bad "absent:$absent"; fi
 
 step "nginx -t"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
