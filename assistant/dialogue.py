@@ -215,7 +215,7 @@ class Assistant:
             new_topic["choice"] = True
         new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}
         ranked = list(result.candidates)
-        rule, ranked = self._clarify_or_rerank(ranked, patient)
+        rule, ranked = self._clarify_or_rerank(ranked, patient, choice)
         if self.abstain and not rule and ranked and fit[ranked[0].id].conflicting:
             # Every recommendation that fits the question is written for another patient group or history
             # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
@@ -402,9 +402,11 @@ class Assistant:
         return [o for o in rule["options"]
                 if not all(self.extractor.lexicon.closure([c]) & excluded for c in o["concepts"])]
 
-    def _clarify_or_rerank(self, ranked: list, patient: set) -> tuple:
+    def _clarify_or_rerank(self, ranked: list, patient: set, choice: bool = False) -> tuple:
         """Apply each clarification rule in turn: a known patient fact moves its recommendations to the
-        top; an unknown one that the top answers depend on yields (rule, ranked) to ask about."""
+        top (after the rule's general recommendation when it ranks among them, "hormones or chemo first
+        line?" -> 1.3.1, unless the question asks which agent); an unknown one that the top answers depend
+        on yields (rule, ranked) to ask about."""
         for rule in self.rules.clarifications:
             top = [c.id for c in ranked[: rule.get("top_k", 4)]]
             if not top or top[0] not in rule["trigger_top"]:
@@ -419,7 +421,12 @@ class Assistant:
                 others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
                 others -= set(chosen[0]["recommendations"])
                 # Recommendations for the other patient groups do not apply: never "also relevant".
-                ranked = [c for c in self._promote(ranked, chosen[0]["recommendations"]) if c.id not in others]
+                first = list(chosen[0]["recommendations"])
+                general = [i for i in rule.get("general", []) if i in top and i not in first]
+                if general and not choice and top.index(general[0]) < min(
+                        (top.index(i) for i in first if i in top), default=len(top)):
+                    first = general[:1] + first
+                ranked = [c for c in self._promote(ranked, first) if c.id not in others]
                 continue
             present = [o for o in options if set(o["recommendations"]) & set(top)]
             if not chosen and len(present) >= rule.get("min_options_in_top", 2):

@@ -487,3 +487,12 @@ def test_a_question_about_the_clause_before_it_is_out_of_scope_when_that_clause_
                               "that?", {})
     assert reply.kind == "abstain" and reply.payload["reason"].startswith("out_of_scope")
     assert_no_recommendation(reply, corpus_by_id)
+
+
+def test_known_group_keeps_the_general_recommendation_first_unless_the_agent_is_asked(assistant):
+    """Postmenopausal and ER+: 'endocrine or chemo to start?' is answered by 1.3.1 (endocrine first for
+    most), with her group's 1.3.4 beside it; 'which endocrine therapy?' by 1.3.4."""
+    contrast = assistant.respond("66F ER+ HER2- bone-only disease, feels well - endocrine or chemo to start?", {})
+    assert ids(contrast)[:2] == ["1.3.1", "1.3.4"]
+    which = assistant.respond("66F ER+ HER2- bone-only disease, feels well - which endocrine therapy to start?", {})
+    assert ids(which)[0] == "1.3.4"
