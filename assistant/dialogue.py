@@ -350,7 +350,10 @@ class Assistant:
             for r in self.retriever.records:
                 if negated & set(self.retriever.concepts_of(r["id"])):
                     factors[r["id"]] *= NEGATED_FACTOR
-        anchored = bool(q.role_set("problem") | q.role_set("intervention"))
+        # Anchored: the question names its problem or intervention, or is a follow-up ("anything after
+        # that?") whose problem or intervention the conversation has named.
+        anchored = bool(q.role_set("problem") | q.role_set("intervention")) or bool(
+            q.elliptical and (carried.get("problem") or carried.get("intervention")))
         # A shorter encoder input than the BM25 text ranks as well and keeps a turn close to one bare
         # encode of the question.
         dense_text = q.encoder_text(lex, (c for v in carried.values() for c in v))

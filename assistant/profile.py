@@ -50,6 +50,7 @@ class ProfileRules:
         self.history_of = data.get("history_of", {})
         self.no_history_of = data.get("no_history_of", {})
         self.progressed_on = data.get("progressed_on", {})
+        self.unsuitable_for = data.get("unsuitable_for", {})
         self.history_treatment = {prior: treatment for treatment, prior in self.history_of.items()}
         self.preconditions = set(data.get("precondition_groups", []))
         self.defaults = set(data.get("defaults", []))
@@ -168,6 +169,7 @@ class ProfileRules:
         matched, conflicting, open_ = [], [], []
         excluded = self._excluded_by(patient)
         progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
+        progressed |= {self.unsuitable_for[c] for c in patient if c in self.unsuitable_for}
         # Offered as first-line treatment, but the patient has had it already: past that decision.
         if conditions.get("line_of_therapy") == frozenset({"first_line"}):
             progressed |= {t for c, t in self.history_treatment.items() if c in patient}

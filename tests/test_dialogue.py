@@ -496,3 +496,16 @@ def test_known_group_keeps_the_general_recommendation_first_unless_the_agent_is_
     assert ids(contrast)[:2] == ["1.3.1", "1.3.4"]
     which = assistant.respond("66F ER+ HER2- bone-only disease, feels well - which endocrine therapy to start?", {})
     assert ids(which)[0] == "1.3.4"
+
+
+def test_treatment_the_patient_is_not_a_candidate_for_does_not_apply(assistant):
+    reply = assistant.respond("two brain mets, PS 0, extracranial disease stable, but she's not fit for "
+                              "surgery. what should we offer?", {})
+    assert ids(reply)[0] == "1.5.19"
+    assert "1.5.18" not in ids(reply)[:1]
+
+
+def test_bare_follow_up_is_answered_from_the_topic_the_conversation_named(assistant):
+    """'anything else after that?' names nothing itself: the brain metastases topic anchors it."""
+    reply = talk(assistant, "brain mets, she's had a craniotomy and whole brain RT", "anything else after that?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.20"
