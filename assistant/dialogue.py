@@ -388,6 +388,10 @@ class Assistant:
         topical = self._scored_topic(q) or set(carried.get("problem", [])) | set(carried.get("intervention", []))
         if not topical:
             return False
+        # With the next broader concept ('fungating tumour' is uncontrolled local disease), not the whole
+        # chain ('trastuzumab' is not every systemic therapy).
+        lex = self.extractor.lexicon.concepts
+        topical = set(topical) | {b for c in topical if c in lex for b in lex[c].broader}
         top = self.retriever.by_id[result.candidates[0].id]
         return top["kind"] == "research" and not topical & set(self.retriever.concepts_of(top["id"]))
 

@@ -113,9 +113,9 @@ class Lexicon:
                 raise LexiconError(f"{path}: inference names unknown concepts {unknown}")
         return cls(concepts, labels, data["version"], data.get("inferences"), data.get("not_typos", ()))
 
-    def closure(self, concept_ids) -> set:
-        """Concepts with everything they imply: 'letrozole' → 'aromatase_inhibitor', and the
-        combinations in `inferences` ('tamoxifen' + 'progression' → 'progressed_on_tamoxifen')."""
+    def closure(self, concept_ids, infer: bool = True) -> set:
+        """Concepts with everything they imply: 'letrozole' → 'aromatase_inhibitor', and (unless `infer`
+        is false) the combinations in `inferences` ('tamoxifen' + 'progression' → 'progressed_on_tamoxifen')."""
         out: set = set()
         stack = list(concept_ids)
         while True:
@@ -125,6 +125,8 @@ class Lexicon:
                     continue
                 out.add(cid)
                 stack.extend(self.concepts[cid].broader)
+            if not infer:
+                return out
             stack = [c for need, then in self.inferences if need <= out for c in then if c not in out]
             if not stack:
                 return out

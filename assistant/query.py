@@ -44,6 +44,7 @@ _DESCRIPTIVE_FACTS = {"sex", "age_group", "menopausal_status", "er_status", "her
                       "line_of_therapy"}
 _PROFILE_LABELS = {"SEX", "MENOPAUSAL_STATUS", "PRIOR_THERAPY", "LINE_OF_THERAPY"}
 _UNSCORED_LABELS = {"CONDITION", "OUT_OF_SCOPE", REC_ID_LABEL}
+_TREATMENT_LABELS = {"DRUG", "THERAPY"}
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,14 @@ class Analyzer:
         lex = self.lexicon
         history = {h for e in entities if e.historical
                    for h in [self.rules.profile.history(e.value, negated=e.negated)] if h}
-        concepts = frozenset(affirmed_concepts(lex, entities) | lex.closure(history))
+        # A treatment asked about in the question after a description ("progressed on tamoxifen. Is an
+        # aromatase inhibitor next?") is not history: it takes no part in the history inferences
+        # ('aromatase inhibitor' + 'progression' -> progressed on an AI).
+        _, q_start0, _ = self._question_part(text)
+        asked = [e for e in entities if q_start0 > 0 and e.start >= q_start0 and not e.historical
+                 and e.label in _TREATMENT_LABELS and not e.negated]
+        concepts = frozenset(affirmed_concepts(lex, [e for e in entities if e not in asked])
+                             | lex.closure((e.value for e in asked), infer=False) | lex.closure(history))
         negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL)
         rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
         facts = self.rules.profile.facts_of(concepts, order=[e.value for e in entities])

@@ -509,3 +509,16 @@ def test_bare_follow_up_is_answered_from_the_topic_the_conversation_named(assist
     """'anything else after that?' names nothing itself: the brain metastases topic anchors it."""
     reply = talk(assistant, "brain mets, she's had a craniotomy and whole brain RT", "anything else after that?")
     assert reply.kind == "answer" and ids(reply)[0] == "1.5.20"
+
+
+def test_research_on_a_narrower_problem_finds_the_research_recommendation_of_its_topic(assistant):
+    reply = assistant.respond("is anyone researching fungating breast wounds, is there a register?", {})
+    assert ids(reply)[0] == "RR6"
+
+
+def test_a_treatment_asked_about_is_not_treatment_history(assistant):
+    """'progressed on tamoxifen. Is an AI next?': the AI is asked about, not a treatment she progressed on."""
+    reply = assistant.respond("postmenopausal, ER+ mets, progressed on tamoxifen given for metastatic disease. "
+                              "Should she now have an aromatase inhibitor?", {})
+    assert reply.state["prior_therapies"] == ["progressed_on_tamoxifen"]
+    assert ids(reply)[0] == "1.3.4"
