@@ -512,8 +512,10 @@ class Assistant:
             sec = sec if "." in sec else f"1.{sec}"
             ids = [r["id"] for r in self.retriever.records if r["section"] == sec]
         elif (_RESEARCH_LIST_RE.search(text) and (_LIST_RE.search(text) or intent == "list_recommendations")
-              and not self.retriever.topical_concepts(text) - {"research"}):
-            # "all research recommendations"; "research recs on chemo sequencing" is searched instead.
+              and not self.retriever.topical_concepts(text) - {"research"}
+              and not (q.elliptical and (state.get("topic") or {}).get("problem"))):
+            # "all research recommendations"; "research recs on chemo sequencing" is searched instead, and
+            # so is "any research recs on this?" about the problem being discussed.
             ids = [r["id"] for r in self.retriever.records if r["kind"] == "research"]
         elif _LIST_RE.search(text) and not q.research:
             # The wording decides, not the classifier: "does NICE say anything about X?" is a question

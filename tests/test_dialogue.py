@@ -522,3 +522,16 @@ def test_a_treatment_asked_about_is_not_treatment_history(assistant):
                               "Should she now have an aromatase inhibitor?", {})
     assert reply.state["prior_therapies"] == ["progressed_on_tamoxifen"]
     assert ids(reply)[0] == "1.3.4"
+
+
+def test_research_on_this_after_a_topic_is_the_topic_research_not_the_whole_list(assistant):
+    reply = talk(assistant, "fungating breast tumour, the wound is hard to manage", "are there research recs on this?")
+    assert reply.kind == "answer" and ids(reply)[0] == "RR6"
+    everything = assistant.respond("list the research recommendations", {})
+    assert everything.kind == "list" and len(ids(everything)) == 6
+
+
+def test_a_treatment_being_finished_is_history(assistant):
+    reply = talk(assistant, "arm lymphoedema, she is completing her decongestive therapy this week",
+                 "what written info and support groups?")
+    assert ids(reply)[0] == "1.5.7"
