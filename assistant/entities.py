@@ -44,7 +44,8 @@ _UNLESS_WINDOW = 5
 # "stable on letrozole", "progressed after tamoxifen") is part of the treatment history, not the
 # treatment asked about. Cues are token sequences ending at most three tokens before the concept.
 _HISTORY_CUES = [c.split() for c in (
-    "had", "has had", "have had", "finished", "finishing", "completed", "completing", "received", "after", "following", "post",
+    "had", "has had", "have had", "finished", "finishing", "completed", "completing", "received", "after",
+    "following", "post",
     "previous", "previously", "prior", "was on", "been on", "is on", "currently on", "already on", "while on",
     "whilst on", "stable on", "progressed on", "progressing on", "progression on", "relapsed on", "failed",
     "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "response to",
