@@ -320,6 +320,12 @@ class Assistant:
                 carried["intervention"] = old["intervention"]
         if not own["aspect"] and (not own["problem"] and not own["intervention"]):
             carried["aspect"] = old["aspect"]
+        elif not (own["problem"] | own["intervention"] | old["problem"] | old["intervention"]):
+            # A topic that is a subject of its own (supportive care, information) qualified by a new aspect:
+            # "lots of emotional needs" -> "who coordinates her care?" stays on supportive care.
+            subjects = (old["aspect"] & self.heading_concepts) - {"research"}
+            if subjects and not (own["aspect"] & self.heading_concepts) - {"research"}:
+                carried["aspect"] = subjects
         return {r: sorted(v) for r, v in carried.items() if v}
 
     def _request(self, q: Query, carried: dict, fit: dict, research: bool):

@@ -535,3 +535,9 @@ def test_a_treatment_being_finished_is_history(assistant):
     reply = talk(assistant, "arm lymphoedema, she is completing her decongestive therapy this week",
                  "what written info and support groups?")
     assert ids(reply)[0] == "1.5.7"
+
+
+def test_a_subject_topic_stays_when_a_follow_up_only_asks_who(assistant):
+    reply = talk(assistant, "recently diagnosed secondary breast cancer, she has a lot of emotional and "
+                            "financial worries", "who should be coordinating all of that?")
+    assert ids(reply)[0] == "1.4.1"
