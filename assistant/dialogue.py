@@ -77,6 +77,9 @@ def provenance(meta: dict) -> dict:
             "model": name}
 
 
+CLARIFY_CONTENDER = 0.5   # share of the best score a candidate needs to make a clarification worth asking
+
+
 class DialogueRules:
     """The dialogue YAML: profile attributes, concept roles, phrasing patterns and clarifications."""
 
@@ -441,7 +444,11 @@ class Assistant:
                     first = general[:1] + first
                 ranked = [c for c in self._promote(ranked, first) if c.id not in others]
                 continue
-            present = [o for o in options if set(o["recommendations"]) & set(top)]
+            # An option counts when one of its recommendations is a real contender, not a distant runner-up
+            # ("Femara or Aromasin?" is about the aromatase inhibitor recommendation alone).
+            best = ranked[0].score
+            contenders = {c.id for c in ranked[: rule.get("top_k", 4)] if c.score >= CLARIFY_CONTENDER * best}
+            present = [o for o in options if set(o["recommendations"]) & contenders]
             if not chosen and len(present) >= rule.get("min_options_in_top", 2):
                 return rule, ranked
         return None, ranked

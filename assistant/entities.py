@@ -31,8 +31,9 @@ _FUZZY_MIN_LEN = 7
 # ConText-style negation: a cue at most three tokens before a concept, with no clause break between
 # ("not life threatening", "no brain mets"). Multiword terms that carry their own negation
 # ("not previously treated with tamoxifen") are matched whole and are not affected.
-_NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't", "n't", "nor", "exclude",
-                  "excluded", "excluding"}
+# Typed without the apostrophe too, as clinicians do in chat: the tokenizer splits "havent" into "have" "nt".
+_NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't",
+                  "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot"}
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent"}

@@ -541,3 +541,12 @@ def test_a_subject_topic_stays_when_a_follow_up_only_asks_who(assistant):
     reply = talk(assistant, "recently diagnosed secondary breast cancer, she has a lot of emotional and "
                             "financial worries", "who should be coordinating all of that?")
     assert ids(reply)[0] == "1.4.1"
+
+
+def test_no_clarification_when_one_recommendation_alone_answers(assistant):
+    """Letrozole or exemestane: only the aromatase inhibitor recommendation is a contender, so the patient
+    group is not asked about."""
+    reply = assistant.respond("letrozole or exemestane, does NICE have a preference?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.4"
+    asked = assistant.respond("which endocrine therapy for ER+ advanced breast cancer?", {})
+    assert asked.kind == "clarify"

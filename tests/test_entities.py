@@ -165,6 +165,8 @@ def test_negation_stops_at_a_clause_break(extractor):
     ("rule out DVT before CDT", "oos_side_effects", True),          # a two-word cue before it
     ("unless they have a very poor prognosis", "very_poor_prognosis", True),  # an exception reaches further
     ("ER negative disease", "er_negative", False),                 # "negative" inside a term is not a cue
+    ("women who havent had tamoxifen", "prior_tamoxifen", True),   # no apostrophe: "have" "nt"
+    ("she hasnt had chemo", "prior_chemotherapy", True),
 ])
 def test_negation_cues_before_and_after(extractor, text, value, negated):
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
