@@ -156,25 +156,8 @@ class Assistant:
         return self._answer(q, base, intent, years=update)
 
     def _answer(self, q: Query, state: dict, intent: str | None, years: bool = False) -> Reply:
-        facts = {k: v for k, v in q.facts.items() if not k.startswith("_")}
         topic = state.get("topic") or {}
-        sites = set(state.get("metastatic_sites") or [])
-        # Treatments the patient has had stand in for a topic nobody has asked about yet ("had docetaxel
-        # then capecitabine" -> "3rd line?").
-        history = {self.rules.profile.history_treatment[p] for p in state.get("prior_therapies") or []
-                   if p in self.rules.profile.history_treatment}
-        followup = bool(topic or sites or history) and self._continues(q, state, intent)
-        if followup and self._sequel(q):
-            # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
-            # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
-            last = (state.get("last_answer_ids") or [None])[0]
-            offered = self.conditions.get(last, {}).get("offers") or frozenset()
-            treatments = topic.get("intervention") or (offered if offered <= self.rules.profile.one_off else [])
-            had = self.rules.profile.history_facts(treatments)
-            if had:
-                facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
-        profile = self.rules.profile.merge(state, facts)
-        carried = self._carried(q, topic, sites, history) if followup else {}
+        profile, followup, carried = self._context(q, state, intent)
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
@@ -204,18 +187,7 @@ class Assistant:
                          query=request.text, trace=trace)
 
         # Asked which agent or option ("which endocrine therapy?"): kept for the follow-ups that refine it.
-        same_topic = followup and not (q.role_set("problem") | q.role_set("intervention"))
-        choice = bool(self.rules.choice_question.search(q.question)) or (same_topic and bool(topic.get("choice")))
-        new_topic = {r: sorted(q.role_set(r) | set(carried.get(r, []))) for r in ROLES}
-        if q.sites_as_context:
-            # Sites in a description of the patient are profile facts, not the problem asked about.
-            new_topic["problem"] = [c for c in new_topic["problem"]
-                                    if self.rules.profile.attribute_of.get(c) != "metastatic_sites"]
-        if not any(new_topic.values()):
-            new_topic = {r: list(topic.get(r) or []) for r in ROLES} if followup else {}
-        new_topic = {k: v for k, v in new_topic.items() if v}
-        if new_topic and choice:
-            new_topic["choice"] = True
+        choice, new_topic = self._new_topic(q, topic, followup, carried)
         new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}
         ranked = list(result.candidates)
         rule, ranked = self._clarify_or_rerank(ranked, patient, choice)
@@ -275,6 +247,59 @@ class Assistant:
         # A message that only describes the patient or asks an aspect ("who?", "what support?") refines
         # the current topic; one that names its own problem and intervention is a question of its own.
         return not (q.role_set("problem") and q.role_set("intervention")) or not own
+
+    def _context(self, q: Query, state: dict, intent: str | None) -> tuple:
+        """(profile, followup, carried): the patient after this message, whether it goes on with the
+        conversation, and what it takes from the topic."""
+        facts = {k: v for k, v in q.facts.items() if not k.startswith("_")}
+        topic = state.get("topic") or {}
+        sites = set(state.get("metastatic_sites") or [])
+        # Treatments the patient has had stand in for a topic nobody has asked about yet ("had docetaxel
+        # then capecitabine" -> "3rd line?").
+        history = {self.rules.profile.history_treatment[p] for p in state.get("prior_therapies") or []
+                   if p in self.rules.profile.history_treatment}
+        followup = bool(topic or sites or history) and self._continues(q, state, intent)
+        if followup and self._sequel(q):
+            # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
+            # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
+            last = (state.get("last_answer_ids") or [None])[0]
+            offered = self.conditions.get(last, {}).get("offers") or frozenset()
+            treatments = topic.get("intervention") or (offered if offered <= self.rules.profile.one_off else [])
+            had = self.rules.profile.history_facts(treatments)
+            if had:
+                facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
+        profile = self.rules.profile.merge(state, facts)
+        carried = self._carried(q, topic, sites, history) if followup else {}
+        return profile, followup, carried
+
+    def _new_topic(self, q: Query, topic: dict, followup: bool, carried: dict) -> tuple:
+        """(choice, topic after this message): its own roles with what it carried over."""
+        same_topic = followup and not (q.role_set("problem") | q.role_set("intervention"))
+        choice = bool(self.rules.choice_question.search(q.question)) or (same_topic and bool(topic.get("choice")))
+        new_topic = {r: sorted(q.role_set(r) | set(carried.get(r, []))) for r in ROLES}
+        if q.sites_as_context:
+            # Sites in a description of the patient are profile facts, not the problem asked about.
+            new_topic["problem"] = [c for c in new_topic["problem"]
+                                    if self.rules.profile.attribute_of.get(c) != "metastatic_sites"]
+        if not any(new_topic.values()):
+            new_topic = {r: list(topic.get(r) or []) for r in ROLES} if followup else {}
+        new_topic = {k: v for k, v in new_topic.items() if v}
+        if new_topic and choice:
+            new_topic["choice"] = True
+        return choice, new_topic
+
+    def encoder_text(self, turns: list) -> str:
+        """What the encoder sees for the last of these turns, with the state the earlier ones leave
+        (patient and topic; not what was answered, which needs a search). The fine-tuning trains on it."""
+        state: dict = {s: None for s in SLOTS}
+        q = None
+        for turn in turns:
+            q = self.analyzer.analyse(clean(turn))
+            topic = state.get("topic") or {}
+            profile, followup, carried = self._context(q, state, None)
+            _, new_topic = self._new_topic(q, topic, followup, carried)
+            state = {**state, **profile, "topic": new_topic or None}
+        return q.encoder_text(self.extractor.lexicon, (c for v in carried.values() for c in v))
 
     @staticmethod
     def _sequel(q: Query) -> bool:
@@ -397,12 +422,16 @@ class Assistant:
         topical = self._scored_topic(q) or set(carried.get("problem", [])) | set(carried.get("intervention", []))
         if not topical:
             return False
-        # With the next broader concept ('fungating tumour' is uncontrolled local disease), not the whole
-        # chain ('trastuzumab' is not every systemic therapy).
-        lex = self.extractor.lexicon.concepts
-        topical = set(topical) | {b for c in topical if c in lex for b in lex[c].broader}
         top = self.retriever.by_id[result.candidates[0].id]
-        return top["kind"] == "research" and not topical & set(self.retriever.concepts_of(top["id"]))
+        if top["kind"] != "research":
+            return False
+        about = self.retriever.concepts_of(top["id"])
+        # Or the next broader concept when it is what the research recommendation is about, its heading
+        # ('fungating tumour' is uncontrolled local disease; 'brain metastases' is not RR4's "outside the
+        # central nervous system").
+        lex = self.extractor.lexicon.concepts
+        broader = {b for c in topical if c in lex for b in lex[c].broader}
+        return not (set(topical) & set(about)) and not {c for c in broader if about.get(c) == 1.0}
 
     def _notes(self, q: Query, top: list) -> list:
         age = q.facts.get("_menopause_from_age")

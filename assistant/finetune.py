@@ -44,15 +44,17 @@ class TrainingDataError(ValueError):
 
 
 def load_questions(path: Path | None = None, records: list | None = None) -> list:
-    """[(question, recommendation id)], validated against the schema and the corpus."""
+    """[(turns, recommendation id)]: a question alone, or a follow-up after its context (the earlier
+    message it only makes sense with), validated against the schema and the corpus."""
     data = load_yaml_validated(path or TRAIN_PATH, SCHEMA_PATH, TrainingDataError)
     ids = {r["id"] for r in (records or corpus.load())}
-    items = [(it["question"].strip(), it["id"]) for it in data["items"]]
+    items = [((*([it["context"].strip()] if it.get("context") else []), it["question"].strip()), it["id"])
+             for it in data["items"]]
     unknown = sorted({rid for _, rid in items} - ids)
     if unknown:
         raise TrainingDataError(f"training questions name recommendations not in the corpus: {unknown}")
     seen: set = set()
-    dupes = [q for q, _ in items if q.lower() in seen or seen.add(q.lower())]
+    dupes = [t for t, _ in items if " / ".join(t).lower() in seen or seen.add(" / ".join(t).lower())]
     if dupes:
         raise TrainingDataError(f"duplicate training questions: {dupes[:3]}")
     return items
@@ -104,19 +106,20 @@ def ensure(model_dir: Path | None = None, rebuild: bool = True) -> tuple:
 
 
 def training_pairs(items: list) -> tuple:
-    """Encoder inputs exactly as at run time: each question analysed like a first turn (its encoder
-    text), each recommendation as indexed. Returns (anchors, labels, documents)."""
-    from assistant.dialogue import DialogueRules, clean
+    """Encoder inputs exactly as at run time: each question as the dialogue hands it to the encoder
+    (a follow-up with what it carries over from its context), each recommendation as indexed. Returns
+    (anchors, labels, documents)."""
+    from assistant.dialogue import Assistant
     from assistant.entities import default_extractor
-    from assistant.query import Analyzer
     from assistant.retrieval import Retriever
 
     extractor = default_extractor()
-    analyzer = Analyzer(extractor, DialogueRules.load(extractor.lexicon))
     records = corpus.load()
+    # The dialogue's state logic needs the records and the lexicon, not an encoder or an index.
+    bot = Assistant(Retriever(records, extractor, None, None, None, {}))
     docs = [Retriever.expand(Retriever.doc_text(r), extractor, negated=True) for r in records]
     index = {r["id"]: i for i, r in enumerate(records)}
-    anchors = [analyzer.analyse(clean(q)).encoder_text(extractor.lexicon) for q, _ in items]
+    anchors = [bot.encoder_text(list(turns)) for turns, _ in items]
     return anchors, [index[rid] for _, rid in items], docs
 
 

@@ -39,7 +39,7 @@ def test_training_questions_cover_every_recommendation():
 
 def test_training_questions_share_nothing_with_the_evaluation_sets():
     """Not the same question, and not a near copy (most words shared), in any turn of any gold set."""
-    train = [(q, _words(q)) for q, _ in finetune.load_questions()]
+    train = [(t, _words(t)) for turns, _ in finetune.load_questions() for t in turns]
     for gold in sorted(GOLD_DIR.glob("*.yaml")):
         for item in evaluate.load_gold(gold):
             for turn in item["turns"]:
@@ -54,6 +54,7 @@ def test_training_questions_share_nothing_with_the_evaluation_sets():
 @pytest.mark.parametrize("bad, message", [
     ([{"id": "1.9.9", "question": "is this in the corpus?"}], "not in the corpus"),
     ([{"id": "1.1.1", "question": "same question"}, {"id": "1.1.2", "question": "Same question"}], "duplicate"),
+    ([{"id": "1.1.1", "question": "a follow-up", "context": ""}], "short"),
     ([{"id": "1.1.1"}], "question"),
     ([{"id": "one", "question": "an id that is no recommendation id"}], "does not match"),
 ])
@@ -134,7 +135,18 @@ def test_encoder_sees_the_same_text_in_training_and_at_run_time(assistant):
     questions = ["she's wiped out all the time with her secondary breast cancer, what helps?",
                  "58F ER+ HER2- bone mets, no previous hormone tx, what does NICE recommend?",
                  "no DVT, arm swollen since surgery - first treatment?"]
-    anchors, _, _ = finetune.training_pairs([(q, "1.1.1") for q in questions])
+    anchors, _, _ = finetune.training_pairs([((q,), "1.1.1") for q in questions])
     for question, anchor in zip(questions, anchors):
         reply = assistant.respond(question, {})
         assert reply.trace["dense_text"] == anchor
+
+
+def test_a_follow_up_is_trained_on_what_it_carries_over(assistant):
+    conversations = [("imaging for bone mets", "and for the liver?"),
+                     ("fungating tumour - who should manage the dressings?", "has anyone called for trials on this?"),
+                     ("ER+ MBC on letrozole, postmenopausal", "she's exhausted all the time, what helps?")]
+    anchors, _, _ = finetune.training_pairs([(c, "1.1.1") for c in conversations])
+    for (first, follow_up), anchor in zip(conversations, anchors):
+        reply = assistant.respond(follow_up, assistant.respond(first, {}).state)
+        assert reply.trace["dense_text"] == anchor
+    assert "imaging" in anchors[0]                                  # carried over from the first message
