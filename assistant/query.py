@@ -135,8 +135,8 @@ class Analyzer:
         # A treatment asked about in the question after a description ("progressed on tamoxifen. Is an
         # aromatase inhibitor next?") is not history: it takes no part in the history inferences
         # ('aromatase inhibitor' + 'progression' -> progressed on an AI).
-        _, q_start0, _ = self._question_part(text)
-        asked = [e for e in entities if q_start0 > 0 and e.start >= q_start0 and not e.historical
+        question, q_start, q_end = self._question_part(text)
+        asked = [e for e in entities if q_start > 0 and e.start >= q_start and not e.historical
                  and e.label in _TREATMENT_LABELS and not e.negated]
         concepts = frozenset(affirmed_concepts(lex, [e for e in entities if e not in asked])
                              | lex.closure((e.value for e in asked), infer=False) | lex.closure(history))
@@ -152,7 +152,6 @@ class Analyzer:
             if meno and "menopausal_status" not in facts:
                 facts["menopausal_status"] = meno
                 facts["_menopause_from_age"] = age
-        question, q_start, q_end = self._question_part(text)
         # What describes the patient: facts (and what they imply: 'prior chemotherapy' implies
         # 'chemotherapy') and treatments named as history. A concept also named as a topic stays a topic.
         named = [e for e in entities if not e.negated and e.label != REC_ID_LABEL]
