@@ -113,6 +113,10 @@ class Lexicon:
                 raise LexiconError(f"{path}: inference names unknown concepts {unknown}")
         return cls(concepts, labels, data["version"], data.get("inferences"), data.get("not_typos", ()))
 
+    def expansion(self, concept_ids) -> str:
+        """The guideline's wording for these concepts ('Herceptin' is also searched as 'trastuzumab')."""
+        return " ".join(sorted({self.concepts[c].expansion for c in concept_ids if c in self.concepts}))
+
     def closure(self, concept_ids, infer: bool = True) -> set:
         """Concepts with everything they imply: 'letrozole' → 'aromatase_inhibitor', and (unless `infer`
         is false) the combinations in `inferences` ('tamoxifen' + 'progression' → 'progressed_on_tamoxifen')."""

@@ -84,8 +84,7 @@ class Query:
         questions the same way, so the encoder is trained on the input it gets at run time."""
         named = {e.value for e in self.entities if not e.negated and e.value in lexicon.concepts
                  and lexicon.concepts[e.value].label != "CONDITION"} | set(carried)
-        extra = " ".join(sorted({lexicon.concepts[c].expansion for c in named if c in lexicon.concepts}))
-        return f"{self.search_text} {extra}".strip()
+        return f"{self.search_text} {lexicon.expansion(named)}".strip()
 
     @property
     def research(self) -> bool:

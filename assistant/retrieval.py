@@ -188,8 +188,7 @@ class Retriever:
     def expand(text: str, extractor: EntityExtractor, negated: bool = False) -> str:
         """Append each matched concept's guideline wording: 'Herceptin' also searches 'trastuzumab'."""
         concepts = extractor.concepts(text, negated=negated)
-        extra = " ".join(sorted({extractor.lexicon.concepts[c].expansion for c in concepts}))
-        return f"{text} {extra}".strip()
+        return f"{text} {extractor.lexicon.expansion(concepts)}".strip()
 
     @classmethod
     def build(cls, index_dir: Path | None = None, model_name: str | None = None) -> Retriever:
@@ -314,8 +313,7 @@ class Retriever:
 
     def expansion_of(self, concepts) -> str:
         """The guideline's wording for these concepts ('Herceptin' is also searched as 'trastuzumab')."""
-        lex = self.extractor.lexicon.concepts
-        return " ".join(sorted({lex[c].expansion for c in concepts if c in lex}))
+        return self.extractor.lexicon.expansion(concepts)
 
     @staticmethod
     def _answers(top: Candidate, req: SearchRequest) -> bool:
