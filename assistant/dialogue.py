@@ -89,7 +89,9 @@ class DialogueRules:
         self.reset_patterns = data["reset_patterns"]
         self.ellipsis_start = data["ellipsis_start"]
         self.anaphora = data["anaphora"]
+        self.points_back = data.get("points_back")
         self.sequel = data.get("sequel")
+        self.oos_as_history = data.get("oos_as_history", [])
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
@@ -244,6 +246,11 @@ class Assistant:
         own = q.role_set("problem") | q.role_set("intervention")
         if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
             return True
+        topic = state.get("topic") or {}
+        if not q.asks and self._compatible(own, set(topic.get("problem") or []) | set(topic.get("intervention") or [])):
+            # A statement after a question tells more about the patient ("context: CT shows a lung nodule"),
+            # unless it turns to something no recommendation shares with the topic.
+            return bool(topic)
         # A message that only describes the patient or asks an aspect ("who?", "what support?") refines
         # the current topic; one that names its own problem and intervention is a question of its own.
         return not (q.role_set("problem") and q.role_set("intervention")) or not own
@@ -259,6 +266,7 @@ class Assistant:
         history = {self.rules.profile.history_treatment[p] for p in state.get("prior_therapies") or []
                    if p in self.rules.profile.history_treatment}
         followup = bool(topic or sites or history) and self._continues(q, state, intent)
+        next_line = None
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
@@ -268,8 +276,17 @@ class Assistant:
             had = self.rules.profile.history_facts(treatments)
             if had:
                 facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
+            # What follows a line of treatment is the next line ("docetaxel first line ... and after that?").
+            # The patient's line stays what it was (a record for "treated with chemotherapy as first-line
+            # treatment" still fits); the line asked about moves on.
+            lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
+            line = facts.get("line_of_therapy") or state.get("line_of_therapy")
+            if treatments and line in lines[:-1]:
+                next_line = lines[lines.index(line) + 1]
         profile = self.rules.profile.merge(state, facts)
         carried = self._carried(q, topic, sites, history) if followup else {}
+        if next_line and carried.get("aspect"):
+            carried["aspect"] = sorted({next_line if c in lines else c for c in carried["aspect"]})
         return profile, followup, carried
 
     def _new_topic(self, q: Query, topic: dict, followup: bool, carried: dict) -> tuple:
@@ -344,7 +361,9 @@ class Assistant:
             if self._compatible(own["intervention"], old["problem"]):
                 carried["problem"] = old["problem"]
         elif not own["intervention"] and q.elliptical:
-            if self._compatible(own["problem"], old["intervention"]):
+            # What the message adds ("and if the bone's at risk of breaking?" adds the fracture, not the bone
+            # metastases already discussed) must go with the intervention for it to be kept.
+            if self._compatible(own["problem"] - old["problem"] - set(sites) or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
         if not own["aspect"] and (not own["problem"] and not own["intervention"]):
             carried["aspect"] = old["aspect"]
@@ -574,5 +593,10 @@ class Assistant:
             return None
         records = [self.retriever.by_id[i] for i in ids]
         answers = [answer.answer_item(r, None) for r in records]
-        new_state = {**state, "pending_clarification": None, "last_answer_ids": ids}
+        # The patient and the subject asked about stay for the follow-ups ("HER2+ after adjuvant Herceptin,
+        # any recs on biologics?" -> "is anyone researching that?").
+        profile, followup, carried = self._context(q, state, intent)
+        _, new_topic = self._new_topic(q, state.get("topic") or {}, followup, carried)
+        new_state = {**state, **profile, "topic": new_topic or state.get("topic"), "pending_clarification": None,
+                     "last_answer_ids": ids}
         return Reply("list", answer.list_text(records), answer.payload(answers), new_state)

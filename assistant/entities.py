@@ -49,11 +49,30 @@ _HISTORY_CUES = [c.split() for c in (
     "following", "post",
     "previous", "previously", "prior", "was on", "been on", "is on", "currently on", "already on", "while on",
     "whilst on", "stable on", "progressed on", "progressing on", "progression on", "relapsed on", "failed",
-    "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "response to",
-    "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since")]
-_HISTORY_LABELS = {"DRUG", "THERAPY"}
+    "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to", "response to",
+    "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given")]
+_HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
+# A scan whose findings are being reported ("xray shows a lytic lesion", "lesion on CT", "bone scan done")
+# has been done: it describes the patient, it is not the imaging asked about.
+_FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "demonstrates", "demonstrated",
+                  "confirms", "confirmed", "found", "finds", "reported", "suggests", "suggested", "suggestive",
+                  "done", "came", "was", "were", "report", "reports", ":"}
 _COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
+# Words that only qualify the treatment between a history cue and the treatment ("had 6 cycles of
+# first-line docetaxel", "received two courses of weekly paclitaxel"), and words after it that say it is over.
+_TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "of", "with", "a", "an", "the", "some",
+                         "first", "second", "third", "1st", "2nd", "3rd", "line", "based", "containing",
+                         "weekly", "single", "agent", "combination", "her", "his", "their", "iv", "oral"}
+_HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
+_HISTORY_REACH = 10
+_PRONOUNS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}
+# "on <drug>" is what the patient takes, unless the words before make it a subject ("NICE's view on").
+_ABOUT_WORDS = {"guidance", "advice", "recommendation", "recommendations", "recs", "rec", "info", "information",
+                "evidence", "research", "data", "trials", "trial", "view", "views", "say", "says", "said",
+                "position", "stance", "nice", "guideline", "anything", "something", "more", "focus", "decide",
+                "decision", "opinion", "thoughts", "rely", "start", "started", "starting", "put", "go", "going",
+                "switch", "switched", "switching", "move", "moving", "keep", "kept", "stay", "staying"}
 _CACHE_SIZE = 4096
 
 
@@ -225,14 +244,37 @@ def _coordinated(doc: Doc, previous, span: Span) -> bool:
 
 
 def _historical(doc: Doc, span: Span) -> bool:
-    before = [t.lower_ for t in doc[max(0, span.start - _HISTORY_WINDOW - 2): span.start]]
-    for end in range(len(before), max(0, len(before) - _HISTORY_WINDOW) - 1, -1):
-        if any(w in _CLAUSE_BREAK for w in before[end:]):
-            return False
-        head = before[:end]
+    """A history cue ends shortly before the concept: at most three other words in between, or any number
+    of words that only qualify the treatment ("had 6 cycles of first-line epirubicin-based chemo"); or the
+    treatment is said to be over just after it ("chemo now complete")."""
+    others, end = 0, span.start
+    while end > 0 and span.start - end <= _HISTORY_REACH:
+        head = [t.lower_ for t in doc[max(0, end - 3): end]]
         if any(head[len(head) - len(cue):] == cue for cue in _HISTORY_CUES if len(cue) <= len(head)):
             return True
+        if span.label_ in ("DRUG", "IMAGING") and head[-1:] == ["on"] and not _ABOUT_WORDS & {
+                w for w in [t.lower_ for t in doc[max(0, end - 4): end - 1]] if w not in _PRONOUNS}:
+            return True     # "ER+ MBC on anastrozole", not "guidance on anastrozole"
+        tok = doc[end - 1]
+        if tok.lower_ in _CLAUSE_BREAK and not _infix(doc, tok):
+            break
+        if not (_infix(doc, tok) or tok.like_num or tok.lower_ in _TREATMENT_QUALIFIERS):
+            others += 1
+            if others > _HISTORY_WINDOW:
+                break
+        end -= 1
+    after = [t.lower_ for t in doc[span.end: span.end + 3]]
+    for w in after:
+        if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER):
+            return True
+        if w in _CLAUSE_BREAK or w not in {"now", "is", "was", "has", "been", "just", "all", "fully", "also"}:
+            return False
     return False
+
+
+def _infix(doc: Doc, tok) -> bool:
+    """A hyphen inside a word ("first-line") joins it; only a free-standing dash breaks a clause."""
+    return tok.text == "-" and tok.i > 0 and not doc[tok.i - 1].whitespace_ and not tok.whitespace_
 
 
 def without_spans(text: str, entities) -> str:

@@ -103,9 +103,12 @@ class Analyzer:
                             **{lab: "intervention" for lab in roles["intervention_labels"]},
                             **{lab: "aspect" for lab in roles["aspect_labels"]}}
         self._overrides = roles.get("overrides", {})
+        self._about_current = frozenset(roles.get("about_current_treatment", []))
+        self._oos_history = frozenset(rules.oos_as_history)
         self._reset = [re.compile(p, re.IGNORECASE) for p in rules.reset_patterns]
         self._ellipsis = re.compile(rules.ellipsis_start, re.IGNORECASE)
         self._anaphora = re.compile(rules.anaphora, re.IGNORECASE)
+        self._points_back = re.compile(rules.points_back, re.IGNORECASE) if rules.points_back else None
         self._sequel = re.compile(rules.sequel, re.IGNORECASE) if rules.sequel else None
         self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
         self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
@@ -170,7 +173,9 @@ class Analyzer:
                     continue
                 inside = q_start <= e.start and e.end <= q_end
                 (asked if inside else described).add(c)
-        # Concepts implied only by combinations ("tamoxifen" + "progressed" -> progressed_on_tamoxifen).
+        # Concepts implied only by combinations ("tamoxifen" + "progressed" -> progressed_on_tamoxifen);
+        # a treatment history ("on letrozole" -> prior AI) describes.
+        described |= lex.closure(history) - asked
         for c in concepts - asked - described:
             if lex.concepts[c].label not in _UNSCORED_LABELS:
                 asked.add(c)
@@ -185,6 +190,13 @@ class Analyzer:
                 role = "aspect"
             if role:
                 roles[c] = role
+        # Whether to continue or stop is asked of the treatment the patient is on ("on Herceptin, liver
+        # progression - continue?"): that treatment is the intervention of the topic as well as history.
+        if (set(asked) | set(described)) & self._about_current:
+            for e in entities:
+                if e.historical and not e.negated:
+                    roles.update({c: "intervention" for c in lex.closure([e.value], infer=False)
+                                  if self.role(c) == "intervention"})
         # A short lead-in ("CT inconclusive for bony mets, should I get an MRI?") is part of the question;
         # only a real case description is weighed as description.
         vignette = len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) >= VIGNETTE_WORDS
@@ -195,14 +207,18 @@ class Analyzer:
         # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
         # A question that names nothing of its own ("is that standard?", "how do I manage that?") asks
         # about the clause before it, and what that clause names counts as asked.
-        oos_start = q_start
+        # A line of therapy asked about ("first line tx?") is the question's own. What follows the question
+        # in a case description ("... chemo first? she says she'll accept the side effects") describes.
+        oos_start, oos_end = q_start, (q_end if vignette and q_end < len(text) else len(text))
         if not any(q_start <= e.start and not e.negated and e.label not in _UNSCORED_LABELS
-                   and not lex.concepts[e.value].out_of_scope and not self.is_profile_concept(e.value)
+                   and not lex.concepts[e.value].out_of_scope
+                   and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
                    for e in entities):
             oos_start = self._previous_clause_start(text, q_start)
         oos = tuple(sorted(c for e in entities if not e.negated and lex.concepts.get(e.value)
                            and lex.concepts[e.value].out_of_scope
-                           and (not vignette or oos_start <= e.start) for c in [e.value]))
+                           and not (e.historical and e.value in self._oos_history)
+                           and (not vignette or oos_start <= e.start < oos_end) for c in [e.value]))
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
         # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
@@ -214,7 +230,8 @@ class Analyzer:
             age=age, roles=roles, asked=frozenset(asked), described=frozenset(described),
             profile_concepts=profile_concepts, oos=oos, years=years,
             reset=any(p.search(text) for p in self._reset), update=update,
-            elliptical=bool(self._ellipsis.match(text) or (words <= 8 and self._anaphora.search(text))),
+            elliptical=bool(self._ellipsis.match(text) or (words <= 8 and self._anaphora.search(text))
+                            or (self._points_back and self._points_back.search(text))),
             leading_ellipsis=bool(self._ellipsis.match(text)),
             asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
