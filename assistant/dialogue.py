@@ -347,8 +347,12 @@ class Assistant:
             # prognosis weeks") tells more about the patient: the question stays the one being discussed.
             return {r: sorted(v) for r, v in old.items() if v}
         carried: dict = {}
+        had: set = set()
         if self._sequel(q):
-            # What follows the treatment discussed: that treatment is history now (see _answer), not the topic.
+            # What follows the treatment discussed: that treatment is history now (see _answer), not the topic;
+            # it is still searched, as the history some recommendations start from ("treated with
+            # chemotherapy as their first-line treatment").
+            had = self.rules.profile.history_facts(old["intervention"])
             old["intervention"] = set()
         if not own["problem"] and not own["intervention"]:
             # An aspect that is a subject of its own in the guideline (a heading: supportive care, information)
@@ -373,6 +377,7 @@ class Assistant:
             subjects = (old["aspect"] & self.heading_concepts) - {"research"}
             if subjects and not (own["aspect"] & self.heading_concepts) - {"research"}:
                 carried["aspect"] = subjects
+        carried["history"] = had
         return {r: sorted(v) for r, v in carried.items() if v}
 
     def _request(self, q: Query, carried: dict, fit: dict, research: bool):
@@ -387,9 +392,12 @@ class Assistant:
             weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts else DESCRIBED_WEIGHT)
+        for c in lex.closure(carried.get("history", [])):
+            weights.setdefault(c, DESCRIBED_WEIGHT)
         carried_concepts = lex.closure(c for v in carried.values() for c in v)
         for c in carried_concepts:
-            weights.setdefault(c, CARRIED_WEIGHT)
+            # After a statement ("context: CT shows ..."), what is carried is still the question asked.
+            weights.setdefault(c, CARRIED_WEIGHT if q.asks else 1.0)
         weights = {c: w for c, w in weights.items() if c in lex.concepts and lex.concepts[c].label not in
                    ("CONDITION", "OUT_OF_SCOPE")}
         text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
@@ -541,14 +549,15 @@ class Assistant:
         its year; None hands the turn to that search."""
         years = [y for y in q.years if y in self.years]
         topical = self._scored_topic(q)
-        if (q.years and not years) or (topical and not years):
-            return None
+        if (q.years and not years) or (topical and not years) or q.oos:
+            return None     # an update about something CG81 does not cover is answered as out of scope
         year = years[0] if years else max(self.years)
         records = [r for r in self.retriever.records if r["year"] == year]
         if q.research and not topical:
             records = [r for r in records if r["kind"] == "research"] or records
         elif topical:
-            records = [r for r in records if topical & set(self.retriever.concepts_of(r["id"]))]
+            records = sorted((r for r in records if topical & set(self.retriever.concepts_of(r["id"]))),
+                             key=lambda r: -len(topical & set(self.retriever.concepts_of(r["id"]))))
             if not records:
                 return None
         if not q.research:

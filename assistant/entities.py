@@ -52,6 +52,11 @@ _HISTORY_CUES = [c.split() for c in (
     "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to", "response to",
     "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given")]
 _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
+# A condition in the patient's past ("2 years after early BC", "treated for early breast cancer in 2015");
+# not "adjuvant letrozole for early breast cancer?", which asks about it.
+_PAST_CONDITION_CUES = [c.split() for c in (
+    "after", "had", "has had", "have had", "previous", "previously", "prior", "history of", "hx of", "treated for",
+    "following", "post", "since", "years after", "yrs after")]
 # A scan whose findings are being reported ("xray shows a lytic lesion", "lesion on CT", "bone scan done")
 # has been done: it describes the patient, it is not the imaging asked about.
 _FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "demonstrates", "demonstrated",
@@ -247,10 +252,11 @@ def _historical(doc: Doc, span: Span) -> bool:
     """A history cue ends shortly before the concept: at most three other words in between, or any number
     of words that only qualify the treatment ("had 6 cycles of first-line epirubicin-based chemo"); or the
     treatment is said to be over just after it ("chemo now complete")."""
+    cues = _PAST_CONDITION_CUES if span.label_ == "OUT_OF_SCOPE" else _HISTORY_CUES
     others, end = 0, span.start
     while end > 0 and span.start - end <= _HISTORY_REACH:
         head = [t.lower_ for t in doc[max(0, end - 3): end]]
-        if any(head[len(head) - len(cue):] == cue for cue in _HISTORY_CUES if len(cue) <= len(head)):
+        if any(head[len(head) - len(cue):] == cue for cue in cues if len(cue) <= len(head)):
             return True
         if span.label_ in ("DRUG", "IMAGING") and head[-1:] == ["on"] and not _ABOUT_WORDS & {
                 w for w in [t.lower_ for t in doc[max(0, end - 4): end - 1]] if w not in _PRONOUNS}:

@@ -71,6 +71,9 @@ def recipe(base_provenance: dict, path: Path | None = None) -> dict:
             "train_sha256": corpus.sha256_bytes(Path(path).read_bytes()),
             "corpus_sha256": corpus_meta["corpus_sha256"],
             "lexicon_sha256": default_extractor().lexicon.fingerprint(),
+            # The dialogue rules decide what each training question looks like to the encoder
+            # (Assistant.encoder_text: what a follow-up carries over).
+            "dialogue_sha256": corpus.sha256_bytes(config.DIALOGUE_RULES_PATH.read_bytes()),
             "hyper": HYPER, "versions": _library_versions()}
 
 

@@ -550,3 +550,52 @@ def test_no_clarification_when_one_recommendation_alone_answers(assistant):
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.4"
     asked = assistant.respond("which endocrine therapy for ER+ advanced breast cancer?", {})
     assert asked.kind == "clarify"
+
+
+def test_what_comes_after_a_line_of_treatment_is_the_next_line(assistant):
+    """The sequence recommendation answers 'and then?' after its first line; the patient's own line (the
+    history some recommendations start from) stays what it was."""
+    reply = talk(assistant, "anthracyclines contraindicated because of her heart, docetaxel as first line?",
+                 "and then what?")
+    assert ids(reply)[0] == "1.3.10"
+    assert reply.trace["carried"].get("aspect") == ["second_line"]
+    assert reply.state["line_of_therapy"] == "first_line"
+
+
+def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_start_from(assistant):
+    reply = talk(assistant, "ER positive, symptomatic liver disease, so chemotherapy first - right?",
+                 "fine, and once she has finished it?")
+    assert ids(reply)[0] == "1.3.3"
+    assert reply.trace["carried"].get("history") == ["prior_chemotherapy"]
+
+
+def test_continuing_or_stopping_is_asked_of_the_treatment_she_is_on(assistant):
+    reply = talk(assistant, "HER2 positive, on trastuzumab, new lung mets - carry on with it?",
+                 "and if the only new disease is in the brain?")
+    assert ids(reply)[0] == "1.3.12"
+
+
+def test_a_statement_of_findings_refines_the_question_being_discussed(assistant):
+    """'context: CT shows ...' answers nothing itself: the PET-CT question stays, the scan describes her."""
+    reply = talk(assistant, "when should we use PET-CT?",
+                 "background: MRI shows an indeterminate liver lesion and a possible sternal met, not diagnostic")
+    assert ids(reply)[0] == "1.1.5"
+
+
+def test_a_list_answer_keeps_the_patient_and_the_subject_for_follow_ups(assistant):
+    reply = talk(assistant, "HER2 positive relapse a year after adjuvant trastuzumab - any recs on biological "
+                            "therapy?", "is more research needed there?")
+    assert reply.state["her2_status"] == "her2_positive"
+    assert ids(reply)[0] == "RR5"
+
+
+def test_pointing_back_with_the_same_advice_keeps_the_intervention(assistant):
+    reply = talk(assistant, "does exercise help cancer-related fatigue?",
+                 "would the same advice apply to someone with lymphoedema of the arm?")
+    assert ids(reply)[0] in {"1.5.1", "1.5.2"}
+
+
+def test_an_update_question_about_something_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
+    reply = assistant.respond("did the 2017 update add anything on palbociclib?", {})
+    assert reply.kind == "abstain" and reply.payload["reason"].startswith("out_of_scope")
+    assert_no_recommendation(reply, corpus_by_id)

@@ -184,6 +184,17 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("had surgery and WBRT", "whole_brain_radiotherapy", True),
     ("had surgery, should she have WBRT?", "whole_brain_radiotherapy", False),
     ("had docetaxel, what about capecitabine?", "capecitabine", False),
+    ("had first-line docetaxel for lung disease", "docetaxel", True),       # a hyphen inside a word joins it
+    ("received 4 cycles of weekly paclitaxel", "paclitaxel", True),         # words that qualify the treatment
+    ("paclitaxel now completed, next?", "paclitaxel", True),                # said to be over after it
+    ("ER+ disease on exemestane, new liver mets", "exemestane", True),      # "on <drug>" is what she takes
+    ("what is NICE's guidance on exemestane?", "exemestane", False),        # ... not a subject
+    ("should we start her on exemestane?", "exemestane", False),
+    ("CT shows a new rib lesion", "ct", True),                              # a scan whose findings are reported
+    ("lytic lesion on MRI, what next?", "mri", True),
+    ("is an MRI the next test?", "mri", False),
+    ("5 years after early breast cancer, now bone mets", "oos_early_disease", True),  # a past condition
+    ("adjuvant letrozole for early breast cancer?", "oos_early_disease", False),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""

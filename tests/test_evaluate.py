@@ -179,7 +179,7 @@ def test_malformed_gold_is_refused(tmp_path, mutate, message):
 
 
 @portable
-@pytest.mark.parametrize("name", ["cg81_gold.yaml", "cg81_heldout.yaml", "cg81_heldout2.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (config.ROOT / "tests" / "gold").glob("*.yaml")))
 def test_committed_gold_sets_are_valid_and_name_real_recommendations(name):
     items = load_gold(config.ROOT / "tests" / "gold" / name)
     known = {r["id"] for r in corpus.load()}

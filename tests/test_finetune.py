@@ -90,6 +90,16 @@ def test_changed_training_data_makes_the_model_stale(tmp_path):
     assert not finetune.is_current(finetune.recipe(base, changed))
 
 
+def test_changed_dialogue_rules_make_the_model_stale(tmp_path, monkeypatch):
+    """The rules decide what a follow-up carries into the encoder's input, so the training anchors too."""
+    _, base = resolve_model(finetune.BASE_MODEL)
+    assert finetune.is_current(finetune.recipe(base))
+    changed = tmp_path / "dialogue.yaml"
+    changed.write_text(config.DIALOGUE_RULES_PATH.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    monkeypatch.setattr(config, "DIALOGUE_RULES_PATH", changed)
+    assert not finetune.is_current(finetune.recipe(base))
+
+
 def test_stale_model_refused_when_rebuild_not_allowed(tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(finetune.MODEL_DIR, model_dir)
