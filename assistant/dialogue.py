@@ -403,6 +403,12 @@ class Assistant:
         text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
         factors = {rid: f.factor for rid, f in fit.items()}
         fits = {rid: len(f.matched) for rid, f in fit.items() if not f.conflicting}
+        if carried.get("history"):
+            # "and once she's done with it?": a record written for that very treatment history ("treated with
+            # chemotherapy as their first-line treatment") is what the question singles out.
+            for rid, f in fit.items():
+                if rid in fits and set(f.matched) & self.rules.profile.preconditions:
+                    fits[rid] += 1
         # What the clinician rules out ("not life threatening", "no brain mets") counts against the
         # recommendations about it.
         negated = {c for c in q.negated if c in lex.concepts and lex.concepts[c].label not in
