@@ -27,8 +27,8 @@ HELDOUT3 := tests/gold/cg81_heldout3.yaml
 DEV := tests/gold/cg81_dev.yaml
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,
-# multi-turn 0.93, abstention 0.95, exact text 1.0), all met today (README, Figures) with little margin:
-# four items for top-1, one for recall@3, two for multi-turn. Training is deterministic on a given machine
+# multi-turn 0.93, abstention 0.95, exact text 1.0), all met today (README, Figures) with a margin of
+# seven items for top-1, two for recall@3, five for multi-turn. Training is deterministic on a given machine
 # (seeded, same thread count); another CPU's kernels could move a borderline item.
 FLOORS := --min top1=0.95 --min recall_at_3=0.99 --min multi_turn_top1=0.93 --min abstention_precision=0.95 \
           --min abstention_recall=0.95 --min exact_text=1.0

@@ -49,8 +49,9 @@ _HISTORY_CUES = [c.split() for c in (
     "following", "post",
     "previous", "previously", "prior", "was on", "been on", "is on", "currently on", "already on", "while on",
     "whilst on", "stable on", "progressed on", "progressing on", "progression on", "relapsed on", "failed",
-    "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to", "response to",
-    "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given", "started", "commenced")]
+    "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to",
+    "response to", "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given", "started",
+    "commenced")]
 _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
 # A condition in the patient's past ("2 years after early BC", "treated for early breast cancer in 2015");
 # not "adjuvant letrozole for early breast cancer?", which asks about it.

@@ -569,17 +569,19 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     assert reply.trace["carried"].get("history") == ["prior_chemotherapy"]
 
 
-def test_continuing_or_stopping_is_asked_of_the_treatment_she_is_on(assistant):
-    reply = talk(assistant, "HER2 positive, on trastuzumab, new lung mets - carry on with it?",
-                 "and if the only new disease is in the brain?")
-    assert ids(reply)[0] == "1.3.12"
-
-
-def test_a_statement_of_findings_refines_the_question_being_discussed(assistant):
-    """'context: CT shows ...' answers nothing itself: the PET-CT question stays, the scan describes her."""
-    reply = talk(assistant, "when should we use PET-CT?",
-                 "background: MRI shows an indeterminate liver lesion and a possible sternal met, not diagnostic")
-    assert ids(reply)[0] == "1.1.5"
+@pytest.mark.parametrize("turns, expected", [
+    # Continuing or stopping is asked of the treatment she is on: it stays the topic's intervention.
+    (("HER2 positive, on trastuzumab, new lung mets - carry on with it?",
+      "and if the only new disease is in the brain?"), {"1.3.12"}),
+    # A statement of findings answers nothing itself: the PET-CT question stays, the scan describes her.
+    (("when should we use PET-CT?",
+      "background: MRI shows an indeterminate liver lesion and a possible sternal met, not diagnostic"), {"1.1.5"}),
+    # "the same advice" points back however long the message: the exercise is kept for the new problem.
+    (("does exercise help cancer-related fatigue?",
+      "would the same advice apply to someone with lymphoedema of the arm?"), {"1.5.1", "1.5.2"}),
+], ids=["current-treatment", "statement-of-findings", "same-advice"])
+def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
+    assert ids(talk(assistant, *turns))[0] in expected
 
 
 def test_a_list_answer_keeps_the_patient_and_the_subject_for_follow_ups(assistant):
@@ -587,12 +589,6 @@ def test_a_list_answer_keeps_the_patient_and_the_subject_for_follow_ups(assistan
                             "therapy?", "is more research needed there?")
     assert reply.state["her2_status"] == "her2_positive"
     assert ids(reply)[0] == "RR5"
-
-
-def test_pointing_back_with_the_same_advice_keeps_the_intervention(assistant):
-    reply = talk(assistant, "does exercise help cancer-related fatigue?",
-                 "would the same advice apply to someone with lymphoedema of the arm?")
-    assert ids(reply)[0] in {"1.5.1", "1.5.2"}
 
 
 def test_an_update_question_about_something_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
