@@ -267,6 +267,7 @@ class Assistant:
                    if p in self.rules.profile.history_treatment}
         followup = bool(topic or sites or history) and self._continues(q, state, intent)
         next_line = None
+        lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
@@ -279,7 +280,6 @@ class Assistant:
             # What follows a line of treatment is the next line ("docetaxel first line ... and after that?").
             # The patient's line stays what it was (a record for "treated with chemotherapy as first-line
             # treatment" still fits); the line asked about moves on.
-            lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
             line = facts.get("line_of_therapy") or state.get("line_of_therapy")
             if treatments and line in lines[:-1]:
                 next_line = lines[lines.index(line) + 1]

@@ -71,6 +71,7 @@ _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "
                          "first", "second", "third", "1st", "2nd", "3rd", "line", "based", "containing",
                          "weekly", "single", "agent", "combination", "her", "his", "their", "iv", "oral"}
 _HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
+_OVER_FILLERS = {"now", "is", "was", "has", "been", "just", "all", "fully", "also"}  # "chemo has now finished"
 _HISTORY_REACH = 10
 _PRONOUNS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}
 # "on <drug>" is what the patient takes, unless the words before make it a subject ("NICE's view on").
@@ -274,7 +275,7 @@ def _historical(doc: Doc, span: Span) -> bool:
     for w in after:
         if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER):
             return True
-        if w in _CLAUSE_BREAK or w not in {"now", "is", "was", "has", "been", "just", "all", "fully", "also"}:
+        if w in _CLAUSE_BREAK or w not in _OVER_FILLERS:
             return False
     return False
 
