@@ -73,7 +73,7 @@ _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "
 _HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
 _OVER_FILLERS = {"now", "is", "was", "has", "been", "just", "all", "fully", "also"}  # "chemo has now finished"
 _HISTORY_REACH = 10
-_PRONOUNS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}
+_PATIENT_WORDS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}  # skipped: "start her on"
 # "on <drug>" is what the patient takes, unless the words before make it a subject ("NICE's view on").
 _ABOUT_WORDS = {"guidance", "advice", "recommendation", "recommendations", "recs", "rec", "info", "information",
                 "evidence", "research", "data", "trials", "trial", "view", "views", "say", "says", "said",
@@ -260,8 +260,8 @@ def _historical(doc: Doc, span: Span) -> bool:
         head = [t.lower_ for t in doc[max(0, end - 3): end]]
         if any(head[len(head) - len(cue):] == cue for cue in cues if len(cue) <= len(head)):
             return True
-        if span.label_ in ("DRUG", "IMAGING") and head[-1:] == ["on"] and not _ABOUT_WORDS & {
-                w for w in [t.lower_ for t in doc[max(0, end - 4): end - 1]] if w not in _PRONOUNS}:
+        if span.label_ in ("DRUG", "IMAGING") and head[-1:] == ["on"] and not _ABOUT_WORDS & (
+                {t.lower_ for t in doc[max(0, end - 4): end - 1]} - _PATIENT_WORDS):
             return True     # "ER+ MBC on anastrozole", not "guidance on anastrozole"
         tok = doc[end - 1]
         if tok.lower_ in _CLAUSE_BREAK and not _infix(doc, tok):
