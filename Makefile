@@ -22,6 +22,8 @@ HELDOUT := tests/gold/cg81_heldout.yaml
 HELDOUT2 := tests/gold/cg81_heldout2.yaml
 # Written this round the same way by another writer (issue 8): scored, never tuned on.
 HELDOUT3 := tests/gold/cg81_heldout3.yaml
+# Written in a later round the same way by a fourth writer, scored before any change of that round and after.
+HELDOUT4 := tests/gold/cg81_heldout4.yaml
 # Written this round by a third writer from the guideline text alone, for development: its misses were
 # studied and fixed by general rules, so it is reported beside the held-out sets, not as one of them.
 DEV := tests/gold/cg81_dev.yaml
@@ -139,6 +141,8 @@ eval: $(INDEX) $(MODEL) ## gold set via core (with baselines) and REST, with flo
 	  --report $(REPORTS)/heldout2_core.md --html $(REPORTS)/heldout2_core.html
 	$(PY) -m assistant eval --gold $(HELDOUT3) --via core --quiet --json $(REPORTS)/heldout3_core.json \
 	  --report $(REPORTS)/heldout3_core.md --html $(REPORTS)/heldout3_core.html
+	$(PY) -m assistant eval --gold $(HELDOUT4) --via core --quiet --json $(REPORTS)/heldout4_core.json \
+	  --report $(REPORTS)/heldout4_core.md --html $(REPORTS)/heldout4_core.html
 	$(PY) -m assistant eval --gold $(DEV) --via core --quiet --json $(REPORTS)/dev_core.json \
 	  --report $(REPORTS)/dev_core.md --html $(REPORTS)/dev_core.html
 	rm -f build/eval/tracker.db

@@ -40,6 +40,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029
 FOLLOWUP_INTENTS = {"follow_up", "clarify"}
 _OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+?)(?=\s+(?:to|for|as|following|after|"
                        r"in|within|on)\b|[:.,;]|$)", re.IGNORECASE)
+# Care a recommendation asks for without 'Offer': "A wound care team should see all patients ...",
+# "Provide patients with lymphoedema with at least two suitable compression garments".
+_ASKS_FOR_RE = re.compile(r"^(?:an?|the)\s+(?P<who>.+?)\s+should\s+(?:assess|see)\b"
+                          r"|^provide\s+(?:patients\s+with\s+\w+\s+with\s+)?(?P<what>.+?)(?=[:.,;]|$)", re.IGNORECASE)
 ROLES = ("problem", "intervention", "aspect")
 # Concept weights of one turn's search: the message's own question counts fully; its description of the
 # patient and what a follow-up carries over from the topic count less; patient facts are not topics.
@@ -338,7 +342,9 @@ class Assistant:
         own = {r: q.role_set(r) for r in ROLES}
         old = {r: set(topic.get(r) or []) for r in ROLES}
         if not old["problem"] and not old["intervention"] and not old["aspect"]:
-            old["problem"] = set(sites)
+            # ...and the problem those treatments are for ("has done her decongestive therapy" -> lymphoedema).
+            old["problem"] = set(sites) | {c for c in self.extractor.lexicon.closure(history)
+                                           if self.analyzer.role(c) == "problem"}
             old["intervention"] = set(history)
         elif not old["problem"] and own["intervention"]:
             old["problem"] = set(sites)
@@ -430,13 +436,12 @@ class Assistant:
     def _offered(self, record: dict) -> set:
         """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or
         'Consider' ("Offer an aromatase inhibitor ... to:"), not those in its conditions ("who have been
-        treated with chemotherapy")."""
-        if record["strength"] not in ("offer", "consider"):
-            return set()
-        m = _OFFER_RE.search(record["text"])
+        treated with chemotherapy"); or the team it asks to see the patient, or what it says to provide."""
+        m = _OFFER_RE.search(record["text"]) if record["strength"] in ("offer", "consider") else \
+            _ASKS_FOR_RE.search(record["text"]) if record["strength"] == "other" else None
         if not m:
             return set()
-        return {e.value for e in self.extractor.extract(m.group("what"))
+        return {e.value for e in self.extractor.extract(next(g for g in m.groups() if g))
                 if e.label in ("DRUG", "THERAPY") and not e.negated}
 
     @staticmethod

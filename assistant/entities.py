@@ -51,7 +51,13 @@ _HISTORY_CUES = [c.split() for c in (
     "whilst on", "stable on", "progressed on", "progressing on", "progression on", "relapsed on", "failed",
     "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to",
     "response to", "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given", "started",
-    "commenced")]
+    "commenced",
+    # Care given by a team or a clinic: "been seen by ortho", "known to palliative care", "has done her CDT".
+    "been seen by", "was seen by", "already seen by", "been reviewed by", "was reviewed by", "been assessed by",
+    "was assessed by", "been discussed at", "was discussed at", "been discussed in", "was discussed in",
+    "already discussed at", "known to", "been referred to", "was referred to", "already referred to",
+    "has done", "have done", "had done", "already done", "fitted her", "fitted him", "been fitted with",
+    "fitted with")]
 _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
 # A condition in the patient's past ("2 years after early BC", "treated for early breast cancer in 2015");
 # not "adjuvant letrozole for early breast cancer?", which asks about it.
@@ -71,7 +77,10 @@ _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "
                          "first", "second", "third", "1st", "2nd", "3rd", "line", "based", "containing",
                          "weekly", "single", "agent", "combination", "her", "his", "their", "iv", "oral"}
 _HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
-_OVER_FILLERS = {"now", "is", "was", "has", "been", "just", "all", "fully", "also"}  # "chemo has now finished"
+# A team or therapy said to have seen the patient ("the MDT has discussed her", "wound care team saw her").
+_CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "doing", "managing", "involved"}
+_OVER_FILLERS = {"now", "is", "was", "are", "were", "has", "have", "been", "just", "all", "fully", "also",
+                 "already", "team", "teams", "nurse", "nurses", "clinic", "service"}  # "chemo has now finished"
 _HISTORY_REACH = 10
 _PATIENT_WORDS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}  # skipped: "start her on"
 # "on <drug>" is what the patient takes, unless the words before make it a subject ("NICE's view on").
@@ -273,7 +282,8 @@ def _historical(doc: Doc, span: Span) -> bool:
         end -= 1
     after = [t.lower_ for t in doc[span.end: span.end + 3]]
     for w in after:
-        if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER):
+        if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER) or (
+                span.label_ == "THERAPY" and w in _CARE_AFTER):
             return True
         if w in _CLAUSE_BREAK or w not in _OVER_FILLERS:
             return False

@@ -16,6 +16,7 @@ PROFILE_SLOTS = ("sex", "age_group", "menopausal_status", "er_status", "her2_sta
 MATCH_BONUS = 0.12      # per applicability group in which the record names the patient's fact
 CONFLICT_FACTOR = 0.35  # the record is written for another patient group, history or line
 UNMET_FACTOR = 0.85     # the record requires a treatment history the patient is not known to have
+DONE_FACTOR = 0.7       # the record asks for care the patient has had (an MDT's assessment, CDT)
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,14 @@ class Applicability:
     conflicting: tuple
     open: tuple
     unmet: tuple = ()
+    done: bool = False        # asks for care the patient has had: past, but not ruled out
 
     @property
     def factor(self) -> float:
         if self.conflicting:
             return CONFLICT_FACTOR
-        return (1.0 + MATCH_BONUS * len(self.matched)) * UNMET_FACTOR ** len(self.unmet)
+        return (1.0 + MATCH_BONUS * len(self.matched)) * UNMET_FACTOR ** len(self.unmet) * \
+            (DONE_FACTOR if self.done else 1.0)
 
 
 class ProfileRules:
@@ -55,6 +58,7 @@ class ProfileRules:
         self.preconditions = set(data.get("precondition_groups", []))
         self.defaults = set(data.get("defaults", []))
         self.one_off = frozenset(data.get("one_off_treatments", []))
+        self.care_given = frozenset(data.get("care_given", []))
 
     # ------------------------------------------------------------------ profile
     def facts_of(self, concepts, order=()) -> dict:
@@ -160,13 +164,14 @@ class ProfileRules:
         """The prior-therapy facts for treatments the patient has had ('docetaxel' -> prior chemotherapy)."""
         return {self.history_of[c] for c in self.lexicon.closure(treatments) if c in self.history_of}
 
-    def _already_given(self, offered: frozenset, patient: set) -> bool:
-        """Every treatment offered is a one-off treatment the patient has had."""
-        return bool(offered) and offered <= self.one_off and \
-            all(self.history_of.get(t) in patient for t in offered)
+    def _already_given(self, offered: frozenset, patient: set, kinds: frozenset | None = None) -> bool:
+        """Every treatment offered is a one-off treatment (or, with `kinds`, a care step) the patient has had."""
+        kinds = self.one_off if kinds is None else kinds
+        return bool(offered) and offered <= kinds and all(self.history_of.get(t) in patient for t in offered)
 
     def applicability(self, conditions: dict, patient: set) -> Applicability:
         matched, conflicting, open_ = [], [], []
+        done = self._already_given(conditions.get("offers", frozenset()), patient, self.care_given)
         excluded = self._excluded_by(patient)
         progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
         progressed |= {self.unsuitable_for[c] for c in patient if c in self.unsuitable_for}
@@ -189,4 +194,4 @@ class ProfileRules:
             else:
                 open_.append(group)
         unmet = tuple(g for g in open_ if g in self.preconditions and not conditions[g] & self.defaults)
-        return Applicability(tuple(matched), tuple(conflicting), tuple(open_), unmet)
+        return Applicability(tuple(matched), tuple(conflicting), tuple(open_), unmet, done)

@@ -579,9 +579,26 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     # "the same advice" points back however long the message: the exercise is kept for the new problem.
     (("does exercise help cancer-related fatigue?",
       "would the same advice apply to someone with lymphoedema of the arm?"), {"1.5.1", "1.5.2"}),
-], ids=["current-treatment", "statement-of-findings", "same-advice"])
+    # Care the patient has had is past: the next step is asked for, the problem it was for is the topic.
+    (("Uncontrolled disease on the chest wall; the MDT has discussed her and wound care are doing her dressings.",
+      "anyone else who should be assessing her?"), {"1.5.13"}),
+    (("she's had CDT for her arm lymphoedema, volume coming down", "what about compression garments?"),
+     {"1.5.6", "1.5.5"}),
+], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
+
+
+def test_care_given_ranks_its_recommendation_lower_without_ruling_it_out(assistant):
+    """The MDT's assessment once done is past (x DONE_FACTOR), but still shown when asked for directly."""
+    from assistant.profile import DONE_FACTOR
+
+    reply = talk(assistant, "uncontrolled local disease, the breast MDT has already discussed her",
+                 "who should assess her?")
+    assert "had_mdt_review" in reply.state["prior_therapies"]
+    factors = {c[0]: c[5] for c in reply.trace["candidates"]}
+    assert factors["1.5.11"] == pytest.approx(DONE_FACTOR) and ids(reply)[0] != "1.5.11"
+    assert reply.kind == "answer"
 
 
 def test_a_list_answer_keeps_the_patient_and_the_subject_for_follow_ups(assistant):

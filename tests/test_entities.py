@@ -105,14 +105,14 @@ def test_entity_to_dict(extractor):
 @pytest.mark.parametrize("text,value", [
     ("tamoxifin", "tamoxifen"),
     ("lymphodema", "lymphoedema"),
-    ("compresion garments", "compression_garments"),
+    ("vinorelbinne", "vinorelbine"),
 ])
 def test_typos_named_in_the_issue(extractor, text, value):
     assert _tuples(extractor, text) == [(text, extractor.lexicon.concepts[value].label, value)]
 
 
 @pytest.mark.parametrize("text,value", [
-    ("compresion garments", "compression_garments"),
+    ("vinorelbinne", "vinorelbine"),
     ("tamoxiffen", "tamoxifen"),
     ("letrozzole", "letrozole"),
     ("trastuzunab", "trastuzumab"),
@@ -195,6 +195,11 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("is an MRI the next test?", "mri", False),
     ("5 years after early breast cancer, now bone mets", "oos_early_disease", True),  # a past condition
     ("adjuvant letrozole for early breast cancer?", "oos_early_disease", False),
+    ("the breast MDT has discussed her", "mdt", True),                      # care a team has given
+    ("the wound care nurses are doing that", "wound_care", True),
+    ("she has been seen by palliative care", "palliative_care", True),
+    ("should she be seen by palliative care?", "palliative_care", False),   # ... not care asked about
+    ("should the MDT discuss her?", "mdt", False),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
