@@ -373,7 +373,10 @@ class Assistant:
         elif not own["intervention"] and q.elliptical:
             # What the message adds ("and if the bone's at risk of breaking?" adds the fracture, not the bone
             # metastases already discussed) must go with the intervention for it to be kept.
-            if self._compatible(own["problem"] - old["problem"] - set(sites) or own["problem"], old["intervention"]):
+            # A site named beside the new problem ("the bone's at risk of breaking") is where it is, not news.
+            added = own["problem"] - old["problem"] - set(sites)
+            added = {c for c in added if self.rules.profile.attribute_of.get(c) != "metastatic_sites"} or added
+            if self._compatible(added or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
         if not own["aspect"] and (not own["problem"] and not own["intervention"]):
             carried["aspect"] = old["aspect"]

@@ -53,7 +53,8 @@ class ProfileRules:
         self.history_of = data.get("history_of", {})
         self.no_history_of = data.get("no_history_of", {})
         self.progressed_on = data.get("progressed_on", {})
-        self.unsuitable_for = data.get("unsuitable_for", {})
+        self.unsuitable_for = {fact: frozenset([t] if isinstance(t, str) else t)
+                               for fact, t in data.get("unsuitable_for", {}).items()}
         self.history_treatment = {prior: treatment for treatment, prior in self.history_of.items()}
         self.preconditions = set(data.get("precondition_groups", []))
         self.defaults = set(data.get("defaults", []))
@@ -174,7 +175,7 @@ class ProfileRules:
         done = self._already_given(conditions.get("offers", frozenset()), patient, self.care_given)
         excluded = self._excluded_by(patient)
         progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
-        progressed |= {self.unsuitable_for[c] for c in patient if c in self.unsuitable_for}
+        progressed |= {t for c in patient if c in self.unsuitable_for for t in self.unsuitable_for[c]}
         # Offered as first-line treatment, but the patient has had it already: past that decision.
         if conditions.get("line_of_therapy") == frozenset({"first_line"}):
             progressed |= {t for c, t in self.history_treatment.items() if c in patient}

@@ -584,7 +584,12 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
       "anyone else who should be assessing her?"), {"1.5.13"}),
     (("she's had CDT for her arm lymphoedema, volume coming down", "what about compression garments?"),
      {"1.5.6", "1.5.5"}),
-], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt"])
+    # A new condition with the site it is in: the fracture risk is news, the bone is where it is.
+    (("single 8Gy for painful bone mets?", "and if the bone's at risk of breaking?"), {"1.5.17"}),
+    # Too unwell for the treatment just offered: no recommendation offering active treatment applies.
+    (("WBRT for brain mets if surgery isn't appropriate?", "and if she's far too unwell for that?"), {"1.5.21"}),
+], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
+        "new-condition-at-the-same-site", "too-unwell-for-that"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 
