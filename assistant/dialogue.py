@@ -183,8 +183,12 @@ class Assistant:
                 return Reply("abstain", answer.not_for_patient_text(unfit),
                              answer.abstention_payload("not_for_this_patient"), new_state, query=request.text,
                              trace=trace)
-            # Nothing answered, but patient facts stated in scope are kept for the next question.
+            # Nothing answered, but patient facts stated in scope are kept for the next question; so is what a
+            # description of the patient is about ("new arm swelling, looks like lymphoedema" -> "anything to
+            # check before we treat it?").
             kept = state if q.oos or q.leading_ellipsis else {**state, **profile}
+            if not q.oos and not q.asks and reason == "low_score":
+                kept = {**kept, "topic": self._new_topic(q, state.get("topic") or {}, followup, carried)[1] or None}
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), kept,
                          query=request.text, trace=trace)
         if research and self.abstain and self._research_off_topic(result, q, carried):

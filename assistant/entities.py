@@ -38,6 +38,10 @@ _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent"}
 _PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out")}
+# Words between the concept and such a cue: "treatable causes have all been looked for and excluded".
+_POST_FILLERS = {"has", "have", "had", "been", "was", "were", "is", "are", "all", "now", "already", "both",
+                 "looked", "checked", "screened", "investigated", "for", "and"}
+_POST_REACH = 7
 _CLAUSE_BREAK = {",", ";", ".", "-", "–", "—", "?", "!", "but", "and", "or", "then"}
 _NEGATION_WINDOW = 3
 _UNLESS_WINDOW = 5
@@ -245,9 +249,10 @@ def _negated(doc: Doc, span: Span) -> bool:
             break
         if before[i] in _NEGATION_CUES or tuple(before[i:i + 2]) in _PRE_NEGATION_PAIRS or before[i] == "r/o":
             return True
-    after = doc[span.end: span.end + 2]
-    return bool(len(after) and after[0].lower_ in _POST_NEGATION and
-                (after[0].lower_ != "ruled" or (len(after) > 1 and after[1].lower_ == "out")))
+    after = [t.lower_ for t in doc[span.end: span.end + _POST_REACH]]
+    while after and after[0] in _POST_FILLERS:     # "causes have been looked for and excluded"
+        after.pop(0)
+    return bool(after and after[0] in _POST_NEGATION and (after[0] != "ruled" or after[1:2] == ["out"]))
 
 
 def _coordinated(doc: Doc, previous, span: Span) -> bool:

@@ -594,6 +594,14 @@ def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expect
     assert ids(talk(assistant, *turns))[0] in expected
 
 
+def test_a_description_nothing_answers_still_sets_the_subject_of_the_next_question(assistant):
+    first = assistant.respond("new swelling of the left arm in a woman with metastatic breast cancer, looks like "
+                              "lymphoedema, but she also had axillary nodal disease on her last scan", {})
+    assert "lymphoedema" in (first.state["topic"] or {}).get("problem", [])
+    reply = assistant.respond("before we start treating it, anything to check?", first.state)
+    assert ids(reply)[0] == "1.5.3"
+
+
 def test_care_given_ranks_its_recommendation_lower_without_ruling_it_out(assistant):
     """The MDT's assessment once done is past (x DONE_FACTOR), but still shown when asked for directly."""
     from assistant.profile import DONE_FACTOR
