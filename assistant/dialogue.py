@@ -187,7 +187,8 @@ class Assistant:
             # description of the patient is about ("new arm swelling, looks like lymphoedema" -> "anything to
             # check before we treat it?").
             kept = state if q.oos or q.leading_ellipsis else {**state, **profile}
-            if not q.oos and not q.asks and reason == "low_score":
+            names_topic = bool(q.role_set("problem") | q.role_set("intervention"))
+            if not q.oos and not q.asks and reason == "low_score" and names_topic:
                 kept = {**kept, "topic": self._new_topic(q, state.get("topic") or {}, followup, carried)[1] or None}
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), kept,
                          query=request.text, trace=trace)
