@@ -13,6 +13,7 @@ structured, never concatenated text:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
@@ -94,6 +95,9 @@ class DialogueRules:
         self.ellipsis_start = data["ellipsis_start"]
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
+        self.refers_back = re.compile(data["refers_back"], re.IGNORECASE) if data.get("refers_back") else None
+        self.acknowledgement = re.compile(data["acknowledgement"], re.IGNORECASE) if data.get("acknowledgement") \
+            else None
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.update = data["update"]
@@ -164,6 +168,10 @@ class Assistant:
     def _answer(self, q: Query, state: dict, intent: str | None, years: bool = False) -> Reply:
         topic = state.get("topic") or {}
         profile, followup, carried = self._context(q, state, intent)
+        if followup and not q.asks and q.oos:
+            # A statement that goes on about the patient ("jaundiced, needs a fast response, happy to accept the
+            # side effects") describes her: what it names is not asked about.
+            q = dataclasses.replace(q, oos=())
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
@@ -252,6 +260,8 @@ class Assistant:
             return False
         if not q.concepts and not _QUESTION_WORDS.search(q.text):
             return False  # noise is never read as a follow-up, whatever the classifier said
+        if not q.concepts and self.rules.acknowledgement and self.rules.acknowledgement.search(q.text):
+            return False  # "brill, thanks, that's really helpful" asks nothing more
         own = q.role_set("problem") | q.role_set("intervention")
         if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
             return True
@@ -373,7 +383,10 @@ class Assistant:
             if not standalone or self._compatible(standalone, old["problem"] | old["intervention"]):
                 carried = {"problem": old["problem"], "intervention": old["intervention"]}
         elif not own["problem"]:
-            if self._compatible(own["intervention"], old["problem"]):
+            # A treatment that goes with the problem, or one asked about it by a pronoun ("who decides whether RT
+            # or surgery could control it?"), keeps the problem.
+            refers = bool(self.rules.refers_back and self.rules.refers_back.search(q.question or q.text))
+            if refers or self._compatible(own["intervention"], old["problem"]):
                 carried["problem"] = old["problem"]
         elif not own["intervention"] and q.elliptical:
             # What the message adds ("and if the bone's at risk of breaking?" adds the fracture, not the bone

@@ -602,6 +602,22 @@ def test_a_description_nothing_answers_still_sets_the_subject_of_the_next_questi
     assert ids(reply)[0] == "1.5.3"
 
 
+def test_a_statement_about_the_patient_names_out_of_scope_words_as_description(assistant):
+    """'jaundiced ... needs a fast response' describes him; the first-line question goes on (1.3.2)."""
+    reply = talk(assistant, "male pt with ER+ MBC, first line?",
+                 "he's now jaundiced with rapidly progressing liver mets, needs a fast response")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.2"
+    asked = talk(assistant, "male pt with ER+ MBC, first line?", "how do we manage his jaundice?")
+    assert asked.kind == "abstain" and asked.payload["reason"].startswith("out_of_scope")
+
+
+def test_thanks_after_an_answer_is_not_a_follow_up(assistant, corpus_by_id):
+    first = assistant.respond("single brain met, PS 0, rest of disease controlled - surgery then WBRT?", {})
+    reply = assistant.respond("brill, thanks, that's really helpful", first.state)
+    assert_no_recommendation(reply, corpus_by_id)
+    assert reply.state["topic"] == first.state["topic"]
+
+
 def test_care_given_ranks_its_recommendation_lower_without_ruling_it_out(assistant):
     """The MDT's assessment once done is past (x DONE_FACTOR), but still shown when asked for directly."""
     from assistant.profile import DONE_FACTOR

@@ -257,6 +257,9 @@ def test_brand_name_is_searched_under_its_generic_name(retriever):
     ("palbociclib with letrozole?", "out_of_scope:oos_uncovered_drug"),
     ("what's the weather like today?", "out_of_scope:oos_chitchat"),
     ("tell me a joke", "out_of_scope:oos_chitchat"),
+    ("is it safe for her to fly long-haul with her lymphoedema?", "out_of_scope:oos_other_topic"),
+    ("how do I add a patient to the MDT list on the new system?", "out_of_scope:oos_other_topic"),
+    ("bone pain: how do we convert her oral morphine to oxycodone?", "out_of_scope:oos_dosing"),
     ("asdkjh qwe zzz", "low_score"),
     ("hello", "low_score"),
 ])
