@@ -100,6 +100,7 @@ class DialogueRules:
             else None
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
+        self.rules_out = data.get("rules_out", {})
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]

@@ -9,6 +9,7 @@ message it is (a reset, an update question, an ellipsis or a pronoun pointing ba
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -132,6 +133,10 @@ class Analyzer:
     def analyse(self, text: str) -> Query:
         entities = tuple(self.extractor.extract(text))
         lex = self.lexicon
+        # A finding that rules something out ("bloods all normal") negates its mentions ("Hb, TSH").
+        ruled = {c for e in entities if not e.negated for c in self.rules.rules_out.get(e.value, ())}
+        if ruled:
+            entities = tuple(dataclasses.replace(e, negated=True) if e.value in ruled else e for e in entities)
         history = {h for e in entities if e.historical
                    for h in [self.rules.profile.history(e.value, negated=e.negated)] if h}
         # A treatment asked about in the question after a description ("progressed on tamoxifen. Is an

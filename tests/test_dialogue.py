@@ -588,8 +588,11 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     (("single 8Gy for painful bone mets?", "and if the bone's at risk of breaking?"), {"1.5.17"}),
     # Too unwell for the treatment just offered: no recommendation offering active treatment applies.
     (("WBRT for brain mets if surgery isn't appropriate?", "and if she's far too unwell for that?"), {"1.5.21"}),
+    # Causes already ruled out: what follows the assessment of causes (exercise, written information).
+    (("fatigue in ABC, what do we do?", "bloods all normal, no anaemia, she just wants to get moving again"),
+     {"1.5.10"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
-        "new-condition-at-the-same-site", "too-unwell-for-that"])
+        "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 

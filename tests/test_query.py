@@ -121,3 +121,11 @@ def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
                          "mets - should she have bisphosphonates?")
     assert q.oos == ()
     assert analyzer.analyse("adjuvant letrozole for early breast cancer?").oos == ("oos_early_disease",)
+
+
+def test_a_finding_that_rules_causes_out_negates_their_mentions(analyzer):
+    """'Hb, TSH ... all normal': the treatable causes are ruled out, not asked about."""
+    q = analyzer.analyse("cancer fatigue, bloods incl Hb, TSH, glucose all normal")
+    assert "treatable_causes" in q.negated and "treatable_causes" not in q.concepts
+    asked = analyzer.analyse("fatigue - should we check her Hb and TSH?")
+    assert "treatable_causes" in asked.concepts and "treatable_causes" not in asked.negated
