@@ -96,6 +96,8 @@ class DialogueRules:
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
         self.refers_back = re.compile(data["refers_back"], re.IGNORECASE) if data.get("refers_back") else None
+        self.amends = re.compile(data["amends"], re.IGNORECASE) if data.get("amends") else None
+        self.corrects = re.compile(data["corrects"], re.IGNORECASE) if data.get("corrects") else None
         self.acknowledgement = re.compile(data["acknowledgement"], re.IGNORECASE) if data.get("acknowledgement") \
             else None
         self.sequel = data.get("sequel")
@@ -366,7 +368,10 @@ class Assistant:
             old["problem"] = set(sites)
         if not q.asks and any(old.values()):
             # A statement in the middle of a conversation ("she's PS 4 with progressive liver disease,
-            # prognosis weeks") tells more about the patient: the question stays the one being discussed.
+            # prognosis weeks") tells more about the patient: the question stays the one being discussed --
+            # about the problem it names instead, if it corrects the earlier one ("actually it's her spine").
+            if own["problem"] and self.rules.corrects and self.rules.corrects.search(q.text):
+                old["problem"] = set()
             return {r: sorted(v) for r, v in old.items() if v}
         carried: dict = {}
         had: set = set()
@@ -415,7 +420,8 @@ class Assistant:
         lex = self.extractor.lexicon
         # A statement that goes on with the conversation describes the patient: its concepts weigh as
         # a description beside the topic carried over.
-        own = 1.0 if q.asks or not carried else DESCRIBED_WEIGHT
+        amends = bool(self.rules.amends and self.rules.amends.search(q.text))
+        own = 1.0 if q.asks or not carried or amends else DESCRIBED_WEIGHT
         for c in q.asked:
             weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
         for c in q.described:

@@ -591,8 +591,13 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     # Causes already ruled out: what follows the assessment of causes (exercise, written information).
     (("fatigue in ABC, what do we do?", "bloods all normal, no anaemia, she just wants to get moving again"),
      {"1.5.10"}),
+    # A statement that amends the patient counts as much as the question; a correction replaces the problem.
+    (("spinal bone mets known on bone scan, any further imaging needed?", "she's also getting pain in her upper arm"),
+     {"1.1.3"}),
+    (("how should we stage suspected liver mets?", "actually it's her thoracic spine we're worried about"),
+     {"1.1.2"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
-        "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out"])
+        "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 
