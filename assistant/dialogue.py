@@ -428,7 +428,8 @@ class Assistant:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts else DESCRIBED_WEIGHT)
         for c in lex.closure(carried.get("history", [])):
             weights.setdefault(c, DESCRIBED_WEIGHT)
-        carried_concepts = lex.closure(c for v in carried.values() for c in v)
+        # What this message rules out ("we've established she wants the full picture") is not searched again.
+        carried_concepts = lex.closure(c for v in carried.values() for c in v) - q.negated
         for c in carried_concepts:
             # After a statement ("context: CT shows ..."), what is carried is still the question asked.
             weights.setdefault(c, CARRIED_WEIGHT if q.asks else 1.0)

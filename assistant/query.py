@@ -147,7 +147,7 @@ class Analyzer:
                  and e.label in _TREATMENT_LABELS and not e.negated]
         concepts = frozenset(affirmed_concepts(lex, [e for e in entities if e not in asked])
                              | lex.closure((e.value for e in asked), infer=False) | lex.closure(history))
-        negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL)
+        negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL) | ruled
         rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
         facts = self.rules.profile.facts_of(concepts, order=[e.value for e in entities])
         age, sex = self._age_sex(text)

@@ -596,8 +596,12 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
      {"1.1.3"}),
     (("how should we stage suspected liver mets?", "actually it's her thoracic spine we're worried about"),
      {"1.1.2"}),
+    # Her preference for information, once stated, is assessed: what follows is giving it (1.2.2).
+    (("newly diagnosed ABC, how much should we tell her?", "we've established she wants the full picture. what then?"),
+     {"1.2.2"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
-        "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects"])
+        "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
+        "preference-known"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 
