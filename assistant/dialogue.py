@@ -103,6 +103,7 @@ class DialogueRules:
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.rules_out = data.get("rules_out", {})
+        self.oos_in_description = frozenset(data.get("oos_in_description", []))
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
@@ -171,7 +172,7 @@ class Assistant:
     def _answer(self, q: Query, state: dict, intent: str | None, years: bool = False) -> Reply:
         topic = state.get("topic") or {}
         profile, followup, carried = self._context(q, state, intent)
-        if followup and not q.asks and q.oos:
+        if followup and not q.asks and q.oos and set(q.oos) <= self.rules.oos_in_description:
             # A statement that goes on about the patient ("jaundiced, needs a fast response, happy to accept the
             # side effects") describes her: what it names is not asked about.
             q = dataclasses.replace(q, oos=())

@@ -60,7 +60,8 @@ _HISTORY_CUES = [c.split() for c in (
     "been seen by", "was seen by", "already seen by", "been reviewed by", "was reviewed by", "been assessed by",
     "was assessed by", "been discussed at", "was discussed at", "been discussed in", "was discussed in",
     "already discussed at", "known to", "been referred to", "was referred to", "already referred to",
-    "has done", "have done", "had done", "already done", "fitted her", "fitted him", "been fitted with",
+    "has done", "have done", "had done", "already done", "'s done", "'s finished", "'s completed",
+    "fitted her", "fitted him", "been fitted with",
     "fitted with")]
 _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
 # A condition in the patient's past ("2 years after early BC", "treated for early breast cancer in 2015");
@@ -92,7 +93,8 @@ _ABOUT_WORDS = {"guidance", "advice", "recommendation", "recommendations", "recs
                 "evidence", "research", "data", "trials", "trial", "view", "views", "say", "says", "said",
                 "position", "stance", "nice", "guideline", "anything", "something", "more", "focus", "decide",
                 "decision", "opinion", "thoughts", "rely", "start", "started", "starting", "put", "go", "going",
-                "switch", "switched", "switching", "move", "moving", "keep", "kept", "stay", "staying"}
+                "switch", "switched", "switching", "move", "moving", "keep", "kept", "stay", "staying", "take",
+                "based", "depend", "depends", "depending", "impact", "effect", "effects", "agree", "agreed"}
 _CACHE_SIZE = 4096
 
 

@@ -599,7 +599,9 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     # Her preference for information, once stated, is assessed: what follows is giving it (1.2.2).
     (("newly diagnosed ABC, how much should we tell her?", "we've established she wants the full picture. what then?"),
      {"1.2.2"}),
-], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
+    (("lymphoedema - straight to a compression sleeve?",
+      "she's done the bandaging phase now and is ready for hosiery, how many should we supply?"), {"1.5.6"}),
+], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt", "care-given-mllb",
         "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
         "preference-known"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):

@@ -201,6 +201,7 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("she has been seen by palliative care", "palliative_care", True),
     ("should she be seen by palliative care?", "palliative_care", False),   # ... not care asked about
     ("should the MDT discuss her?", "mdt", False),
+    ("she's done the bandaging phase", "multilayer_bandaging", True),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
