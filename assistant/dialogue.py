@@ -95,11 +95,9 @@ class DialogueRules:
         self.ellipsis_start = data["ellipsis_start"]
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
-        self.refers_back = re.compile(data["refers_back"], re.IGNORECASE) if data.get("refers_back") else None
-        self.amends = re.compile(data["amends"], re.IGNORECASE) if data.get("amends") else None
-        self.corrects = re.compile(data["corrects"], re.IGNORECASE) if data.get("corrects") else None
-        self.acknowledgement = re.compile(data["acknowledgement"], re.IGNORECASE) if data.get("acknowledgement") \
-            else None
+        self.refers_back, self.amends, self.corrects, self.acknowledgement = (
+            re.compile(data[k], re.IGNORECASE) if data.get(k) else None
+            for k in ("refers_back", "amends", "corrects", "acknowledgement"))
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.rules_out = data.get("rules_out", {})
