@@ -95,9 +95,8 @@ class DialogueRules:
         self.ellipsis_start = data["ellipsis_start"]
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
-        self.refers_back, self.amends, self.corrects, self.acknowledgement = (
-            re.compile(data[k], re.IGNORECASE) if data.get(k) else None
-            for k in ("refers_back", "amends", "corrects", "acknowledgement"))
+        # Optional phrasing patterns, read by the Analyzer into the Query (parse once).
+        self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement") if data.get(k)}
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.rules_out = data.get("rules_out", {})
@@ -262,7 +261,7 @@ class Assistant:
             return False
         if not q.concepts and not _QUESTION_WORDS.search(q.text):
             return False  # noise is never read as a follow-up, whatever the classifier said
-        if not q.concepts and self.rules.acknowledgement and self.rules.acknowledgement.search(q.text):
+        if not q.concepts and q.acknowledges:
             return False  # "brill, thanks, that's really helpful" asks nothing more
         own = q.role_set("problem") | q.role_set("intervention")
         if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
@@ -369,7 +368,7 @@ class Assistant:
             # A statement in the middle of a conversation ("she's PS 4 with progressive liver disease,
             # prognosis weeks") tells more about the patient: the question stays the one being discussed --
             # about the problem it names instead, if it corrects the earlier one ("actually it's her spine").
-            if own["problem"] and self.rules.corrects and self.rules.corrects.search(q.text):
+            if own["problem"] and q.corrects:
                 old["problem"] = set()
             return {r: sorted(v) for r, v in old.items() if v}
         carried: dict = {}
@@ -390,8 +389,7 @@ class Assistant:
         elif not own["problem"]:
             # A treatment that goes with the problem, or one asked about it by a pronoun ("who decides whether RT
             # or surgery could control it?"), keeps the problem.
-            refers = bool(self.rules.refers_back and self.rules.refers_back.search(q.question or q.text))
-            if refers or self._compatible(own["intervention"], old["problem"]):
+            if q.refers_back or self._compatible(own["intervention"], old["problem"]):
                 carried["problem"] = old["problem"]
         elif not own["intervention"] and q.elliptical:
             # What the message adds ("and if the bone's at risk of breaking?" adds the fracture, not the bone
@@ -419,8 +417,7 @@ class Assistant:
         lex = self.extractor.lexicon
         # A statement that goes on with the conversation describes the patient: its concepts weigh as
         # a description beside the topic carried over.
-        amends = bool(self.rules.amends and self.rules.amends.search(q.text))
-        own = 1.0 if q.asks or not carried or amends else DESCRIBED_WEIGHT
+        own = 1.0 if q.asks or not carried or q.amends else DESCRIBED_WEIGHT
         for c in q.asked:
             weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
         for c in q.described:

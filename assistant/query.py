@@ -73,6 +73,10 @@ class Query:
     question: str = ""               # the question part of a vignette (the whole text otherwise)
     sequel: bool = False             # asks what follows the treatment discussed ("anything after that?")
     sites_as_context: bool = False   # sites mentioned beside other patient facts describe the patient
+    refers_back: bool = False        # a pronoun for the subject discussed ("could RT control it?")
+    amends: bool = False             # adds to or corrects the patient ("she's also...", "actually...")
+    corrects: bool = False           # replaces what was said ("actually it's her spine")
+    acknowledges: bool = False       # thanks or an acknowledgement ("brill, thanks, that's helpful")
     extras: dict = field(default_factory=dict)
 
     def role_set(self, role: str) -> set:
@@ -111,6 +115,7 @@ class Analyzer:
         self._anaphora = re.compile(rules.anaphora, re.IGNORECASE)
         self._points_back = re.compile(rules.points_back, re.IGNORECASE) if rules.points_back else None
         self._sequel = re.compile(rules.sequel, re.IGNORECASE) if rules.sequel else None
+        self._phrasing = {k: re.compile(p, re.IGNORECASE) for k, p in rules.phrasing.items()}
         self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
         self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
 
@@ -242,8 +247,13 @@ class Analyzer:
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
             words=words, question=question, sequel=bool(self._sequel and self._sequel.search(question or text)),
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
+            refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
+            corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),
             search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))
                                  .split()))
+
+    def _says(self, pattern: str, text: str) -> bool:
+        return pattern in self._phrasing and bool(self._phrasing[pattern].search(text))
 
     @staticmethod
     def _age_sex(text: str) -> tuple:
