@@ -101,6 +101,7 @@ class DialogueRules:
         self.oos_as_history = data.get("oos_as_history", [])
         self.rules_out = data.get("rules_out", {})
         self.oos_in_description = frozenset(data.get("oos_in_description", []))
+        self.oos_answered_with = [(c, frozenset(others)) for c, *others in data.get("oos_answered_with", [])]
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]

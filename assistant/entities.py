@@ -63,6 +63,7 @@ _HISTORY_CUES = [c.split() for c in (
     "has done", "have done", "had done", "already done", "'s done", "'s finished", "'s completed",
     "fitted her", "fitted him", "been fitted with",
     "fitted with")]
+_LOOK_WORDS = {"look", "looks", "looking", "looked"}
 _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
 # A condition in the patient's past ("2 years after early BC", "treated for early breast cancer in 2015");
 # not "adjuvant letrozole for early breast cancer?", which asks about it.
@@ -273,8 +274,8 @@ def _historical(doc: Doc, span: Span) -> bool:
     cues = _PAST_CONDITION_CUES if span.label_ == "OUT_OF_SCOPE" else _HISTORY_CUES
     others, end = 0, span.start
     while end > 0 and span.start - end <= _HISTORY_REACH:
-        head = [t.lower_ for t in doc[max(0, end - 3): end]]
-        if any(head[len(head) - len(cue):] == cue for cue in cues if len(cue) <= len(head)):
+        head = [t.lower_ for t in doc[max(0, end - 4): end]]
+        if any(_cue_ends(head, cue) for cue in cues):
             return True
         if span.label_ in ("DRUG", "IMAGING") and head[-1:] == ["on"] and not _ABOUT_WORDS & (
                 {t.lower_ for t in doc[max(0, end - 4): end - 1]} - _PATIENT_WORDS):
@@ -295,6 +296,14 @@ def _historical(doc: Doc, span: Span) -> bool:
         if w in _CLAUSE_BREAK or w not in _OVER_FILLERS:
             return False
     return False
+
+
+def _cue_ends(head: list, cue: list) -> bool:
+    """The words before a concept end with a history cue, and not as part of "look after" (who looks
+    after her symptom control asks about care, it does not say she had it)."""
+    n = len(cue)
+    return n <= len(head) and head[-n:] == cue and not (cue == ["after"] and head[-2:-1] and
+                                                         head[-2] in _LOOK_WORDS)
 
 
 def _infix(doc: Doc, tok) -> bool:

@@ -68,16 +68,20 @@ class ProfileRules:
         are named ("premenopausal or perimenopausal"), the first in `order` (the message's) is kept."""
         facts: dict = {}
         named = [c for c in concepts if c in self.attribute_of]
-        implied = set()
+        # A list keeps the most specific of its own chain ("progressed on tamoxifen", not also "prior
+        # tamoxifen"); a site implied by a fact of another list ("visceral crisis") is still a site.
+        implied, implied_in_list = set(), set()
         for c in named:
-            implied |= self.lexicon.closure(self.lexicon.concepts[c].broader)
+            broader = self.lexicon.closure(self.lexicon.concepts[c].broader)
+            implied |= broader
+            implied_in_list |= {b for b in broader if self.attribute_of.get(b) == self.attribute_of[c]}
         rank = {c: i for i, c in enumerate(order)}
         for c in sorted(named, key=lambda c: (rank.get(c, len(rank)), c)):
             if c in implied and self.attribute_of[c] not in self.multi:
                 continue
             attr = self.attribute_of[c]
             if attr in self.multi:
-                if c not in implied:
+                if c not in implied_in_list:
                     facts.setdefault(attr, []).append(c)
             elif attr not in facts:
                 facts[attr] = c

@@ -229,6 +229,9 @@ class Analyzer:
                            and lex.concepts[e.value].out_of_scope
                            and not (e.historical and e.value in self._oos_history)
                            and (not vignette or oos_start <= e.start < oos_end) for c in [e.value]))
+        # "dose of RT for a painful rib met": the guideline states that dose (1.5.16).
+        oos = tuple(c for c in oos
+                    if not any(c == o and others <= concepts for o, others in self.rules.oos_answered_with))
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
         # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with

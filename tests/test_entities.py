@@ -133,7 +133,7 @@ def test_typo_span_keeps_the_original_text(extractor):
 
 
 @pytest.mark.parametrize("text", ["the patient is present today", "general question", "with the patients",
-                                  "please could you summarise"])
+                                  "please could you summarise", "help me with a reflection"])
 def test_typo_correction_leaves_ordinary_words_alone(extractor, text):
     assert [e for e in extractor.extract(text) if e.label != "TOPIC"] == []
 
@@ -141,8 +141,8 @@ def test_typo_correction_leaves_ordinary_words_alone(extractor, text):
 # ---------------------------------------------------------------- negation
 @pytest.mark.parametrize("text,negated", [
     ("life threatening", False),
-    ("not life threatening", True),
-    ("disease is not life threatening", True),
+    ("not considered life threatening", True),
+    ("disease is not really symptomatic visceral disease", True),
     ("she doesn't have brain mets", True),
     ("without lymphoedema", True),
     ("patient is not postmenopausal", True),
@@ -155,7 +155,7 @@ def test_negation(extractor, text, negated):
 def test_negation_stops_at_a_clause_break(extractor):
     assert [(e.value, e.negated) for e in extractor.extract("no bone mets but brain mets")] == [
         ("bone_metastases", True), ("brain_metastases", False)]
-    assert [(e.value, e.negated) for e in extractor.extract("bone mets, not life threatening")] == [
+    assert [(e.value, e.negated) for e in extractor.extract("bone mets, not considered life threatening")] == [
         ("bone_metastases", False), ("life_threatening", True)]
 
 
@@ -202,6 +202,8 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("should she be seen by palliative care?", "palliative_care", False),   # ... not care asked about
     ("should the MDT discuss her?", "mdt", False),
     ("she's done the bandaging phase", "multilayer_bandaging", True),
+    ("who looks after her symptom control?", "palliative_care", False),     # "look after" asks about care
+    ("after palliative care review, what next?", "palliative_care", True),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
@@ -212,11 +214,13 @@ def test_treatment_history(extractor, text, value, historical):
 def test_multiword_term_with_its_own_negation_is_not_negated(extractor):
     (e,) = extractor.extract("not previously treated with tamoxifen")
     assert (e.value, e.negated) == ("no_prior_endocrine", False)
+    (e,) = extractor.extract("disease is not life threatening")
+    assert (e.value, e.negated) == ("indolent_disease", False)
 
 
 def test_concepts_exclude_negated_unless_asked(extractor):
-    assert extractor.concepts("not life threatening") == set()
-    assert extractor.concepts("not life threatening", negated=True) == {"life_threatening"}
+    assert extractor.concepts("not considered life threatening") == set()
+    assert extractor.concepts("not considered life threatening", negated=True) == {"life_threatening"}
     assert extractor.concepts("life threatening") == {"life_threatening"}
     # broader concepts of a negated mention are dropped with it
     assert extractor.concepts("no brain mets") == set()

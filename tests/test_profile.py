@@ -78,6 +78,8 @@ def test_exceptions_and_offers_are_read_too(bot):
     ({"multiple_brain_metastases"}, "1.5.18", "conflicting"),
     ({"very_poor_prognosis"}, "1.5.19", "conflicting"),                   # the exception
     ({"progressed_on_ai", "prior_ai", "prior_endocrine", "postmenopausal", "female"}, "1.3.4", "conflicting"),
+    ({"er_positive", "indolent_disease"}, "1.3.2", "conflicting"),     # chemotherapy first is for a threat to life
+    ({"er_positive", "visceral_crisis"}, "1.3.2", "matched"),
 ])
 def test_applicability(bot, rules, extractor, patient, rec_id, verdict):
     fit = rules.applicability(bot.conditions[rec_id], extractor.lexicon.closure(patient))

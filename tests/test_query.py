@@ -32,10 +32,16 @@ def analyzer(extractor):
     ("Premenopausal or perimenopausal woman", {"menopausal_status": "premenopausal"}),
     # treatments named as history are prior therapies ("had", "finished", "stable on")
     ("she had 6 cycles of Taxotere for a visceral crisis", {"prior_therapies": ["prior_chemotherapy"],
-                                                           "metastatic_sites": ["visceral_metastases"]}),
+                                                           "metastatic_sites": ["visceral_metastases"],
+                                                           "clinical_status": ["visceral_crisis"]}),
     ("extracranial disease stable on letrozole, PS 0",
      {"prior_therapies": ["prior_ai"], "clinical_status": ["controlled_extracranial_disease",
                                                            "good_performance_status"]}),
+    # whether the disease is imminently life-threatening, the condition of chemotherapy first (1.3.2)
+    ("ER+ MBC, small volume lung mets, LFTs normal, no sx",
+     {"er_status": "er_positive", "metastatic_sites": ["lung_metastases"], "clinical_status": ["indolent_disease"]}),
+    ("ER+ with a visceral crisis", {"er_status": "er_positive", "clinical_status": ["visceral_crisis"],
+                                    "metastatic_sites": ["visceral_metastases"]}),
     # doses, cycles and percentages are not ages
     ("8 Gy single fraction for 60 mets?", {}),
 ])
@@ -111,9 +117,9 @@ def test_ellipsis(analyzer, text, elliptical):
 
 
 def test_negated_spans_are_cut_from_the_search_text_only(analyzer):
-    q = analyzer.analyse("ER+ MBC, not life threatening - chemo or hormones first?")
+    q = analyzer.analyse("ER+ MBC, not considered life threatening - chemo or hormones first?")
     assert "life_threatening" in q.negated and "life_threatening" not in q.concepts
-    assert "life threatening" not in q.search_text and q.text.startswith("ER+ MBC, not life threatening")
+    assert "life threatening" not in q.search_text and q.text.startswith("ER+ MBC, not considered life")
 
 
 def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
@@ -121,6 +127,15 @@ def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
                          "mets - should she have bisphosphonates?")
     assert q.oos == ()
     assert analyzer.analyse("adjuvant letrozole for early breast cancer?").oos == ("oos_early_disease",)
+
+
+@pytest.mark.parametrize("text,oos", [
+    ("dose of palliative RT for a painful rib met?", ()),          # 1.5.16 states it: a single 8 Gy fraction
+    ("dose of zoledronic acid for bone mets?", ("oos_dosing",)),
+    ("what dose for palliative RT to the chest wall?", ("oos_dosing",)),
+])
+def test_out_of_scope_words_the_guideline_answers_in_one_setting(analyzer, text, oos):
+    assert analyzer.analyse(text).oos == oos
 
 
 def test_a_finding_that_rules_causes_out_negates_their_mentions(analyzer):
