@@ -268,13 +268,21 @@ class Assistant:
         if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
             return True
         topic = state.get("topic") or {}
-        if not q.asks and self._compatible(own, set(topic.get("problem") or []) | set(topic.get("intervention") or [])):
+        history = self._history(state)
+        if not q.asks and self._compatible(own, set(topic.get("problem") or []) | set(topic.get("intervention") or [])
+                                           | history):
             # A statement after a question tells more about the patient ("context: CT shows a lung nodule"),
-            # unless it turns to something no recommendation shares with the topic.
-            return bool(topic)
+            # unless it turns to something no recommendation shares with the topic; so does a statement
+            # after a description of the treatment she is on ("on trastuzumab" -> "new liver mets").
+            return bool(topic or history)
         # A message that only describes the patient or asks an aspect ("who?", "what support?") refines
         # the current topic; one that names its own problem and intervention is a question of its own.
         return not (q.role_set("problem") and q.role_set("intervention")) or not own
+
+    def _history(self, state: dict) -> set:
+        """The treatments the patient has had ("progressed on trastuzumab" is a history of trastuzumab)."""
+        had = self.extractor.lexicon.closure(state.get("prior_therapies") or [], infer=False)
+        return {self.rules.profile.history_treatment[p] for p in had if p in self.rules.profile.history_treatment}
 
     def _context(self, q: Query, state: dict, intent: str | None) -> tuple:
         """(profile, followup, carried): the patient after this message, whether it goes on with the
@@ -284,8 +292,7 @@ class Assistant:
         sites = set(state.get("metastatic_sites") or [])
         # Treatments the patient has had stand in for a topic nobody has asked about yet ("had docetaxel
         # then capecitabine" -> "3rd line?").
-        history = {self.rules.profile.history_treatment[p] for p in state.get("prior_therapies") or []
-                   if p in self.rules.profile.history_treatment}
+        history = self._history(state)
         followup = bool(topic or sites or history) and self._continues(q, state, intent)
         next_line = None
         lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
@@ -294,7 +301,8 @@ class Assistant:
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
             last = (state.get("last_answer_ids") or [None])[0]
             offered = self.conditions.get(last, {}).get("offers") or frozenset()
-            treatments = topic.get("intervention") or (offered if offered <= self.rules.profile.one_off else [])
+            treatments = q.sequel_of or topic.get("intervention") or (
+                offered if offered <= self.rules.profile.one_off else []) or history
             had = self.rules.profile.history_facts(treatments)
             if had:
                 facts["prior_therapies"] = sorted(set(facts.get("prior_therapies") or []) | had)
@@ -343,7 +351,7 @@ class Assistant:
     def _sequel(q: Query) -> bool:
         """Asks what follows the treatment discussed, without naming a treatment of its own ("should she
         have radiotherapy after the op?" asks about radiotherapy)."""
-        return q.sequel and not q.role_set("intervention")
+        return q.sequel and not q.role_set("intervention") - q.sequel_of
 
     def _compatible(self, a: set, b: set) -> bool:
         """Some recommendation is about both (imaging and the liver: yes; endocrine therapy and
@@ -358,7 +366,7 @@ class Assistant:
         mets in a 60F, ER+" -> "should she have bisphosphonates?")."""
         own = {r: q.role_set(r) for r in ROLES}
         old = {r: set(topic.get(r) or []) for r in ROLES}
-        if not old["problem"] and not old["intervention"] and not old["aspect"]:
+        if not old["problem"] and not old["intervention"]:
             # ...and the problem those treatments are for ("has done her decongestive therapy" -> lymphoedema).
             old["problem"] = set(sites) | {c for c in self.extractor.lexicon.closure(history)
                                            if self.analyzer.role(c) == "problem"}

@@ -36,7 +36,7 @@ _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren
                   "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot"}
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
-_POST_NEGATION = {"excluded", "ruled", "negative", "absent"}
+_POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"
 _PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out")}
 # Words between the concept and such a cue: "treatable causes have all been looked for and excluded".
 _POST_FILLERS = {"has", "have", "had", "been", "was", "were", "is", "are", "all", "now", "already", "both",

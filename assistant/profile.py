@@ -72,7 +72,9 @@ class ProfileRules:
         # tamoxifen"); a site implied by a fact of another list ("visceral crisis") is still a site.
         implied, implied_in_list = set(), set()
         for c in named:
-            broader = self.lexicon.closure(self.lexicon.concepts[c].broader)
+            # (not the concept itself, which an inference may give back: progressed on trastuzumab ->
+            # trastuzumab + progression -> progressed on trastuzumab)
+            broader = self.lexicon.closure(self.lexicon.concepts[c].broader) - {c}
             implied |= broader
             implied_in_list |= {b for b in broader if self.attribute_of.get(b) == self.attribute_of[c]}
         rank = {c: i for i, c in enumerate(order)}

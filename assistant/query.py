@@ -72,6 +72,7 @@ class Query:
     search_text: str                 # the text with negated spans cut out
     question: str = ""               # the question part of a vignette (the whole text otherwise)
     sequel: bool = False             # asks what follows the treatment discussed ("anything after that?")
+    sequel_of: frozenset = frozenset()  # the treatment it names as finished ("once the chemo's done")
     sites_as_context: bool = False   # sites mentioned beside other patient facts describe the patient
     refers_back: bool = False        # a pronoun for the subject discussed ("could RT control it?")
     amends: bool = False             # adds to or corrects the patient ("she's also...", "actually...")
@@ -229,6 +230,13 @@ class Analyzer:
                            and lex.concepts[e.value].out_of_scope
                            and not (e.historical and e.value in self._oos_history)
                            and (not vignette or oos_start <= e.start < oos_end) for c in [e.value]))
+        # "Once the chemo's done, what then?": what follows a treatment; the treatment named inside that
+        # phrase is the one finished, not one asked about. In a case description only the question counts.
+        sequel_text = question if vignette else text
+        sequel = [m for m in self._sequel.finditer(sequel_text)] if self._sequel else []
+        offset = text.find(sequel_text) if sequel_text else 0
+        sequel_of = frozenset(lex.closure((e.value for e in entities if e.label in _TREATMENT_LABELS and any(
+            m.start() + offset <= e.start and e.end <= m.end() + offset for m in sequel)), infer=False))
         # "dose of RT for a painful rib met": the guideline states that dose (1.5.16).
         oos = tuple(c for c in oos
                     if not any(c == o and others <= concepts for o, others in self.rules.oos_answered_with))
@@ -248,7 +256,7 @@ class Analyzer:
             leading_ellipsis=bool(self._ellipsis.match(text)),
             asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
-            words=words, question=question, sequel=bool(self._sequel and self._sequel.search(question or text)),
+            words=words, question=question, sequel=bool(sequel), sequel_of=sequel_of,
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),

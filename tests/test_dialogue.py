@@ -601,9 +601,18 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
      {"1.2.2"}),
     (("lymphoedema - straight to a compression sleeve?",
       "she's done the bandaging phase now and is ready for hosiery, how many should we supply?"), {"1.5.6"}),
+    # The treatment she is on stands in for a topic nobody asked: a finding after it asks what to do with it.
+    (("on Herceptin for HER2+ disease", "scan shows progression in the lungs, brain is clear"), {"1.3.12"}),
+    (("HER2+ disease progressing on trastuzumab", "are there trials on keeping her on it?"), {"RR4"}),
+    # What follows the treatment named as finished, or the last line she had.
+    (("ER+ ABC, liver failing, starting chemotherapy first", "once the chemo is finished, what should she go on to?"),
+     {"1.3.3"}),
+    (("previously treated with an anthracycline, had paclitaxel first line and now progressing", "what's next?"),
+     {"1.3.10"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt", "care-given-mllb",
         "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
-        "preference-known"])
+        "preference-known", "treatment-stands-in", "research-on-the-treatment", "after-the-named-treatment",
+        "after-the-last-line"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 

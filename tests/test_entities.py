@@ -146,6 +146,7 @@ def test_typo_correction_leaves_ordinary_words_alone(extractor, text):
     ("she doesn't have brain mets", True),
     ("without lymphoedema", True),
     ("patient is not postmenopausal", True),
+    ("brain is clear", True),
 ])
 def test_negation(extractor, text, negated):
     (e,) = extractor.extract(text)

@@ -29,6 +29,9 @@ def analyzer(extractor):
       "metastatic_sites": ["bone_metastases"]}),
     # the most specific fact of a chain, in the message's order
     ("she progressed on tamoxifen", {"prior_therapies": ["progressed_on_tamoxifen"]}),
+    ("HER2+ MBC on trastuzumab, now progressing in liver",
+     {"her2_status": "her2_positive", "prior_therapies": ["progressed_on_trastuzumab"],
+      "metastatic_sites": ["liver_metastases"]}),
     ("Premenopausal or perimenopausal woman", {"menopausal_status": "premenopausal"}),
     # treatments named as history are prior therapies ("had", "finished", "stable on")
     ("she had 6 cycles of Taxotere for a visceral crisis", {"prior_therapies": ["prior_chemotherapy"],
@@ -136,6 +139,13 @@ def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
 ])
 def test_out_of_scope_words_the_guideline_answers_in_one_setting(analyzer, text, oos):
     assert analyzer.analyse(text).oos == oos
+
+
+def test_a_sequel_names_the_treatment_it_follows(analyzer):
+    q = analyzer.analyse("once the chemo's done, what does she go on to?")
+    assert q.sequel and "chemotherapy" in q.sequel_of
+    q = analyzer.analyse("should she have radiotherapy after that?")
+    assert q.sequel and not q.sequel_of and "radiotherapy" in q.role_set("intervention")
 
 
 def test_a_finding_that_rules_causes_out_negates_their_mentions(analyzer):
