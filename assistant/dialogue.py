@@ -601,9 +601,11 @@ class Assistant:
         if q.research and not topical:
             records = [r for r in records if r["kind"] == "research"] or records
         elif topical:
-            records = sorted((r for r in records if topical & set(self.retriever.concepts_of(r["id"]))),
-                             key=lambda r: -len(topical & set(self.retriever.concepts_of(r["id"]))))
-            if not records:
+            overlap = {r["id"]: len(topical & set(self.retriever.concepts_of(r["id"]))) for r in self.retriever.records}
+            records = sorted((r for r in records if overlap[r["id"]]), key=lambda r: -overlap[r["id"]])
+            # "Was the fatigue exercise rec part of the 2014 update?": a record of another year that is more
+            # about the topic than any of that year's is the one asked about; the search answers with its year.
+            if not records or max(overlap.values()) > overlap[records[0]["id"]]:
                 return None
         if not q.research:
             records = sorted(records, key=lambda r: r["kind"] == "research")

@@ -450,6 +450,14 @@ def test_update_questions_list_the_recommendations_with_their_year(assistant, co
     assert "From the guideline's update information" in reply.text
 
 
+def test_a_recommendation_of_another_year_asked_about_an_update_is_answered_with_its_year(assistant, corpus_by_id):
+    """The exercise programme for fatigue is from 2009: asked whether it came with the 2014 (lymphoedema
+    exercise) update, the answer is that recommendation and its year, not the 2014 list."""
+    reply = assistant.respond("did the exercise programme advice for cancer fatigue come in with the 2014 update?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.10"
+    assert corpus_by_id["1.5.10"]["year"] == 2009 and "[2009]" in reply.text
+
+
 def test_is_a_recommendation_new(assistant):
     reply = assistant.respond("is 1.1.6 new?", {})
     assert ids(reply) == ["1.1.6"]
