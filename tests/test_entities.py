@@ -161,10 +161,10 @@ def test_negation_stops_at_a_clause_break(extractor):
 
 
 @pytest.mark.parametrize("text,value,negated", [
-    ("DVT excluded", "oos_side_effects", True),                    # a cue after the concept
+    ("DVT excluded", "oos_thrombosis", True),                    # a cue after the concept
     ("treatable causes ruled out", "treatable_causes", True),
     ("underlying causes have been looked for and excluded", "treatable_causes", True),  # words between
-    ("rule out DVT before CDT", "oos_side_effects", True),          # a two-word cue before it
+    ("rule out DVT before CDT", "oos_thrombosis", True),          # a two-word cue before it
     ("unless they have a very poor prognosis", "very_poor_prognosis", True),  # an exception reaches further
     ("ER negative disease", "er_negative", False),                 # "negative" inside a term is not a cue
     ("women who havent had tamoxifen", "prior_tamoxifen", True),   # no apostrophe: "have" "nt"

@@ -136,6 +136,8 @@ def test_out_of_scope_is_what_is_asked_not_the_history_around_it(analyzer):
     ("dose of palliative RT for a painful rib met?", ()),          # 1.5.16 states it: a single 8 Gy fraction
     ("dose of zoledronic acid for bone mets?", ("oos_dosing",)),
     ("what dose for palliative RT to the chest wall?", ("oos_dosing",)),
+    ("her lymphoedema got suddenly worse, ?DVT", ()),              # a treatable underlying factor (1.5.3)
+    ("DVT on tamoxifen - should she stop it?", ("oos_thrombosis",)),
 ])
 def test_out_of_scope_words_the_guideline_answers_in_one_setting(analyzer, text, oos):
     assert analyzer.analyse(text).oos == oos
