@@ -619,8 +619,8 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
      {"1.3.10"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
         "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
-        "preference-known", "care-given-mllb", "treatment-stands-in", "research-on-the-treatment", "after-the-named-treatment",
-        "after-the-last-line"])
+        "preference-known", "care-given-mllb", "treatment-stands-in", "research-on-the-treatment",
+        "after-the-named-treatment", "after-the-last-line"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 
