@@ -85,10 +85,34 @@ def provenance(meta: dict) -> dict:
 CLARIFY_CONTENDER = 0.5   # share of the best score a candidate needs to make a clarification worth asking
 
 
+def _named_concepts(data: dict) -> set:
+    """Every concept id the dialogue rules refer to."""
+    prof = data["profile"]
+    names = {c for spec in prof["attributes"].values() for c in spec["concepts"]}
+    names |= {c for pair in prof["exclusive"] for c in pair}
+    names |= {c for cs in prof["applicability_groups"].values() for c in cs}
+    for key in ("history_of", "no_history_of", "progressed_on"):
+        names |= {c for k, v in prof.get(key, {}).items() for c in (k, v)}
+    for fact, treatments in prof.get("unsuitable_for", {}).items():
+        names |= {fact, *([treatments] if isinstance(treatments, str) else treatments)}
+    for key in ("one_off_treatments", "care_given", "defaults"):
+        names |= set(prof.get(key, []))
+    names |= set(data.get("oos_as_history", [])) | set(data.get("oos_in_description", []))
+    names |= {c for group in data.get("oos_answered_with", []) for c in group}
+    names |= {c for k, v in data.get("rules_out", {}).items() for c in (k, *v)}
+    names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", []))
+    names |= {c for clar in data["clarifications"] for o in clar["options"] for c in o["concepts"]}
+    return names
+
+
 class DialogueRules:
     """The dialogue YAML: profile attributes, concept roles, phrasing patterns and clarifications."""
 
     def __init__(self, data: dict, lexicon) -> None:
+        unknown = sorted(_named_concepts(data) - set(lexicon.concepts))
+        if unknown:
+            # A misspelt concept id would otherwise never match anything, silently.
+            raise ValueError(f"dialogue rules name concepts the lexicon does not have: {unknown}")
         self.profile = ProfileRules(data["profile"], lexicon)
         self.roles = data["roles"]
         self.reset_patterns = data["reset_patterns"]

@@ -232,9 +232,8 @@ class Analyzer:
                            and (not vignette or oos_start <= e.start < oos_end) for c in [e.value]))
         # "Once the chemo's done, what then?": what follows a treatment; the treatment named inside that
         # phrase is the one finished, not one asked about. In a case description only the question counts.
-        sequel_text = question if vignette else text
-        sequel = [m for m in self._sequel.finditer(sequel_text)] if self._sequel else []
-        offset = text.find(sequel_text) if sequel_text else 0
+        offset = q_start if vignette else 0
+        sequel = list(self._sequel.finditer(text[offset:q_end] if vignette else text)) if self._sequel else []
         sequel_of = frozenset(lex.closure((e.value for e in entities if e.label in _TREATMENT_LABELS and any(
             m.start() + offset <= e.start and e.end <= m.end() + offset for m in sequel)), infer=False))
         # "dose of RT for a painful rib met": the guideline states that dose (1.5.16).

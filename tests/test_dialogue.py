@@ -672,3 +672,21 @@ def test_an_update_question_about_something_cg81_does_not_cover_is_out_of_scope(
     reply = assistant.respond("did the 2017 update add anything on palbociclib?", {})
     assert reply.kind == "abstain" and reply.payload["reason"].startswith("out_of_scope")
     assert_no_recommendation(reply, corpus_by_id)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["oos_answered_with"].append(["oos_dosing", "radiotherapyy"]),
+    lambda d: d["profile"]["care_given"].append("wound_cares"),
+], ids=["oos-answered-with", "care-given"])
+def test_dialogue_rules_naming_a_concept_the_lexicon_lacks_are_refused(rules, edit):
+    import copy
+
+    import yaml
+
+    from assistant import config
+
+    data = yaml.safe_load(config.DIALOGUE_RULES_PATH.read_text(encoding="utf-8"))
+    DialogueRules(copy.deepcopy(data), rules.profile.lexicon)       # the shipped rules load
+    edit(data)
+    with pytest.raises(ValueError, match="concepts the lexicon does not have"):
+        DialogueRules(data, rules.profile.lexicon)
