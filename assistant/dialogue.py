@@ -279,9 +279,9 @@ class Assistant:
                      new_state, query=request.text, trace=trace)
 
     # ------------------------------------------------------------------ follow-ups
-    def _continues(self, q: Query, state: dict, intent: str | None) -> bool:
+    def _continues(self, q: Query, state: dict, intent: str | None, history: set) -> bool:
         """Does this message lean on the conversation (ellipsis, pronoun, refinement, clarification
-        answer), rather than start afresh or be noise?"""
+        answer), rather than start afresh or be noise? `history`: the treatments the patient has had."""
         if q.reset:
             return False
         if not q.concepts and not _QUESTION_WORDS.search(q.text):
@@ -292,7 +292,6 @@ class Assistant:
         if state.get("pending_clarification") or intent in FOLLOWUP_INTENTS or q.elliptical:
             return True
         topic = state.get("topic") or {}
-        history = self._history(state)
         if not q.asks and self._compatible(own, set(topic.get("problem") or []) | set(topic.get("intervention") or [])
                                            | history):
             # A statement after a question tells more about the patient ("context: CT shows a lung nodule"),
@@ -317,7 +316,7 @@ class Assistant:
         # Treatments the patient has had stand in for a topic nobody has asked about yet ("had docetaxel
         # then capecitabine" -> "3rd line?").
         history = self._history(state)
-        followup = bool(topic or sites or history) and self._continues(q, state, intent)
+        followup = bool(topic or sites or history) and self._continues(q, state, intent, history)
         next_line = None
         lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
         if followup and self._sequel(q):
