@@ -26,6 +26,8 @@ HELDOUT3 := tests/gold/cg81_heldout3.yaml
 HELDOUT4 := tests/gold/cg81_heldout4.yaml
 # Written in the round after by a fifth writer the same way, scored before any change of that round and after.
 HELDOUT5 := tests/gold/cg81_heldout5.yaml
+# A sixth writer, the round after (2026-11-28): scored before any change of that round and after.
+HELDOUT6 := tests/gold/cg81_heldout6.yaml
 # Written this round by a third writer from the guideline text alone, for development: its misses were
 # studied and fixed by general rules, so it is reported beside the held-out sets, not as one of them.
 DEV := tests/gold/cg81_dev.yaml
@@ -33,9 +35,12 @@ DEV := tests/gold/cg81_dev.yaml
 DEV3 := tests/gold/cg81_dev3.yaml
 # A fourth, written beside held-out 5: scored once blind, then tuned on.
 DEV4 := tests/gold/cg81_dev4.yaml
+# A fifth, written beside held-out 6: scored once blind, then tuned on.
+DEV5 := tests/gold/cg81_dev5.yaml
 # Scored by `make eval` beside the gold set, no floors: report name = question set.
 SCORED_SETS := heldout=$(HELDOUT) heldout2=$(HELDOUT2) heldout3=$(HELDOUT3) heldout4=$(HELDOUT4) \
-               heldout5=$(HELDOUT5) dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4)
+               heldout5=$(HELDOUT5) heldout6=$(HELDOUT6) dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4) \
+               dev5=$(DEV5)
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,
 # multi-turn 0.93, abstention 0.95, exact text 1.0), all met today (README, Figures) with a margin of
