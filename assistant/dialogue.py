@@ -45,7 +45,12 @@ _OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+
 # "Provide patients with lymphoedema with at least two suitable compression garments".
 _ASKS_FOR_RE = re.compile(r"^(?:an?|the)\s+(?P<who>.+?)\s+should\s+(?:assess|see)\b"
                           r"|^provide\s+(?:patients\s+with\s+\w+\s+with\s+)?(?P<what>.+?)(?=[:.,;]|$)", re.IGNORECASE)
+# What a recommendation is for, not whom: "... to prevent skeletal-related events and reduce pain". A patient
+# without pain still gets bisphosphonates; the clause is an aim, so ruling it out does not count against it.
+_AIM_RE = re.compile(r"\b(?:to|and|in order to)\s+(?:prevent|reduce|relieve|improve)\b[^.;]*", re.IGNORECASE)
 ROLES = ("problem", "intervention", "aspect")
+# Patient facts that change with time (treatment had, line reached), not which patient she is.
+_TIME_FACTS = {"prior_therapies", "line_of_therapy"}
 # Concept weights of one turn's search: the message's own question counts fully; its description of the
 # patient and what a follow-up carries over from the topic count less; patient facts are not topics.
 DESCRIBED_WEIGHT = 0.5
@@ -129,6 +134,16 @@ class DialogueRules:
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
+        # Branches of one decision, each written for other patients: the data's own, and each clarification's
+        # options (their recommendations answer the same question for different patients).
+        branches = [list(d) for d in data.get("decisions", [])] + [
+            [i for o in c["options"] for i in o["recommendations"]] for c in self.clarifications]
+        self.follows = data.get("follows", {})
+        self.branches: dict = {}
+        for group in branches:
+            for rid in group:
+                self.branches.setdefault(rid, [])
+                self.branches[rid] += [i for i in group if i != rid and i not in self.branches[rid]]
 
     @classmethod
     def load(cls, lexicon=None, path=None) -> DialogueRules:
@@ -155,6 +170,7 @@ class Assistant:
         self.years = sorted({r["year"] for r in retriever.records})
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
+        self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
@@ -204,6 +220,11 @@ class Assistant:
         fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
         request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
+        branch = self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
+        if branch:
+            # The decision just answered, for the patient as she now is: not a new search's best guess.
+            result = dataclasses.replace(result, candidates=self._promote(result.candidates, branch),
+                                         abstained=False, reason=None)
         trace = {"weights": request.weights, "carried": carried, "followup": followup,
                  "dense_text": request.dense_text,
                  "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
@@ -301,6 +322,39 @@ class Assistant:
         # A message that only describes the patient or asks an aspect ("who?", "what support?") refines
         # the current topic; one that names its own problem and intervention is a question of its own.
         return not (q.role_set("problem") and q.role_set("intervention")) or not own
+
+    def _other_branch(self, q: Query, state: dict, followup: bool, fit: dict) -> list:
+        """A follow-up that only tells more about the patient ("mets are small, she's asymptomatic"; "what if
+        she's too frail for even that?") and so rules out the recommendation just given: the other branches
+        of the same decision that fit her, best fit first. Empty when it asks about something of its own."""
+        last = (state.get("last_answer_ids") or [None])[0]
+        if not (followup and last and q.facts and fit.get(last) and fit[last].conflicting) or q.oos:
+            return []
+        if q.sequel or set(q.facts) & _TIME_FACTS:
+            return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
+        # Sites she is known to have are described, not asked about ("the lung nodules are small").
+        sites = self.extractor.lexicon.closure(set(state.get("metastatic_sites") or []))
+        if {c for c in q.role_set("problem") | q.role_set("intervention")
+                if not self.analyzer.is_profile_concept(c) and c not in sites}:
+            return []
+        fitting = [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting]
+        return sorted(fitting, key=lambda i: -len(fit[i].matched))[:1]
+
+    def _next_step(self, q: Query, state: dict, followup: bool, fit: dict, result) -> list:
+        """What the guideline says comes after a step already taken, if it fits her: after the last answer
+        ("and after that?"), or after the step this message says is done ("we've established she wants the
+        full picture" settles the assessment of her preference, 1.2.1: what follows is 1.2.2)."""
+        if not followup or q.oos:
+            return []
+        last = (state.get("last_answer_ids") or [None])[0]
+        done = None
+        if last and self._sequel(q) and not q.sequel_of:
+            done = last
+        elif q.ruled_out:
+            concepts = dict(zip((r["id"] for r in self.retriever.records), self.retriever.record_concepts))
+            done = next((c.id for c in result.candidates[:3]
+                         if c.id in self.rules.follows and q.ruled_out & concepts[c.id]), None)
+        return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
 
     def _history(self, state: dict) -> set:
         """The treatments the patient has had ("progressed on trastuzumab" is a history of trastuzumab)."""
@@ -478,7 +532,7 @@ class Assistant:
                    ("CONDITION", "OUT_OF_SCOPE")} - set(q.concepts)
         if negated:
             for r in self.retriever.records:
-                if negated & set(self.retriever.concepts_of(r["id"])):
+                if negated & (set(self.retriever.concepts_of(r["id"])) - self.aims[r["id"]]):
                     factors[r["id"]] *= NEGATED_FACTOR
         # Anchored: the question names its problem or intervention, or is a follow-up ("anything after
         # that?") whose problem or intervention the conversation has named.
@@ -489,6 +543,14 @@ class Assistant:
         dense_text = q.encoder_text(lex, (c for v in carried.values() for c in v))
         return SearchRequest(text, weights, set(q.concepts) | carried_concepts, research, factors, anchored,
                              dense_text, fits, q.oos)
+
+    def _aims(self, text: str) -> set:
+        """Concepts a recommendation names only as what it is for (its aim clauses), not whom it is for."""
+        clauses = [m.group(0) for m in _AIM_RE.finditer(text)]
+        if not clauses:
+            return set()
+        rest = _AIM_RE.sub(" ", text)
+        return self.extractor.concepts(" ".join(clauses)) - self.extractor.concepts(rest)
 
     def _offered(self, record: dict) -> set:
         """The treatments a recommendation offers: the drugs and therapies named right after its 'Offer' or

@@ -78,6 +78,7 @@ class Query:
     amends: bool = False             # adds to or corrects the patient ("she's also...", "actually...")
     corrects: bool = False           # replaces what was said ("actually it's her spine")
     acknowledges: bool = False       # thanks or an acknowledgement ("brill, thanks, that's helpful")
+    ruled_out: frozenset = frozenset()  # what a finding settles ("bloods all normal": treatable causes)
     extras: dict = field(default_factory=dict)
 
     def role_set(self, role: str) -> set:
@@ -255,7 +256,7 @@ class Analyzer:
             leading_ellipsis=bool(self._ellipsis.match(text)),
             asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
-            words=words, question=question, sequel=bool(sequel), sequel_of=sequel_of,
+            words=words, question=question, sequel=bool(sequel), sequel_of=sequel_of, ruled_out=frozenset(ruled),
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),

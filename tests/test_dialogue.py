@@ -625,6 +625,39 @@ def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expect
     assert ids(talk(assistant, *turns))[0] in expected
 
 
+@pytest.mark.parametrize("turns, expected", [
+    # Facts that rule out the recommendation just given: the branch of the same decision that fits her.
+    (("ER positive MBC with lung mets, chemo first?", "she's well, no symptoms, the lung nodules are small"),
+     "1.3.1"),
+    (("multiple brain mets, surgery not an option - what do we offer?", "what if her prognosis is dismal?"),
+     "1.5.21"),
+    # Treatment she has had since moves her on; it is not another branch.
+    (("ER+ MBC with a visceral crisis, first line?", "she has completed the chemo now, then what?"), "1.3.3"),
+], ids=["not-life-threatening", "too-poor-a-prognosis", "treatment-since"])
+def test_a_fact_that_rules_out_the_answer_gives_the_branch_that_fits(assistant, turns, expected):
+    assert ids(talk(assistant, *turns))[0] == expected
+
+
+@pytest.mark.parametrize("turns, expected", [
+    (("solitary brain met, fit, no other disease - what's recommended?", "and once she's had both of those?"),
+     "1.5.20"),
+    (("prior anthracycline in the adjuvant setting, which chemo first line?", "and when that stops working?"),
+     "1.3.10"),
+    # A step the message says is done: what the guideline says follows it.
+    (("how much info should we give a newly diagnosed MBC patient?",
+      "she's told us she wants to know everything, so what now?"), "1.2.2"),
+], ids=["rehabilitation-after-both", "next-line-of-the-sequence", "preference-assessed"])
+def test_what_the_guideline_says_comes_next(assistant, turns, expected):
+    assert ids(talk(assistant, *turns))[0] == expected
+
+
+def test_ruling_out_what_a_recommendation_is_for_does_not_count_against_it(assistant):
+    """'No pain' rules out 1.5.16 (patients with bone metastases and pain), not 1.5.14, whose pain is an aim."""
+    reply = talk(assistant, "bone mets found on staging, no pain at all - anything to prevent skeletal events?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.14"
+    assert reply.trace["candidates"][0][5] >= 1.0
+
+
 def test_a_description_nothing_answers_still_sets_the_subject_of_the_next_question(assistant):
     first = assistant.respond("new swelling of the left arm in a woman with metastatic breast cancer, looks like "
                               "lymphoedema, but she also had axillary nodal disease on her last scan", {})

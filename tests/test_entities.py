@@ -72,6 +72,19 @@ CASES = [
      [("not previously treated with tamoxifen", "PRIOR_THERAPY", "no_prior_endocrine")]),
     ("the patient is present today", []),
     ("1.3.4.5 and 11.3.4", []),
+    # "who should get ..." asks which patients, not which team.
+    ("who should get tamoxifen?", [
+        ("who should get", "CONDITION", "patient_selection"),
+        ("tamoxifen", "DRUG", "tamoxifen"),
+    ]),
+    ("single resectable brain met, dismal prognosis", [
+        ("single resectable brain met", "MET_SITE", "limited_brain_metastases"),
+        ("dismal prognosis", "CLINICAL_STATUS", "very_poor_prognosis"),
+    ]),
+    ("when the docetaxel stops working", [
+        ("docetaxel", "DRUG", "docetaxel"),
+        ("stops working", "COMPLICATION", "progression"),
+    ]),
 ]
 
 
