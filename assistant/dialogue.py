@@ -26,6 +26,7 @@ from assistant.profile import PROFILE_SLOTS, ProfileRules
 from assistant.query import Analyzer, Query
 
 SLOTS = ("topic", *PROFILE_SLOTS, "pending_clarification", "last_answer_ids")
+_SINCE_RE = re.compile(r"\b(since|after|post)\s+(the\s+)?(original\s+|first\s+)?(cg81\s+)?(20[0-3]\d)\b", re.IGNORECASE)
 _SECTION_RE = re.compile(r"\bsection\s*(1\.[1-5]|[1-5])\b(?!\.\d)", re.IGNORECASE)
 _LIST_RE = re.compile(r"\b(list|show (me )?(all|every)|all (the |of the )?(recs?|recommendations?)\b|"
                       r"every recommendation|summari[sz]e|(recs|recommendations) (for|on|about|in)\b)",
@@ -198,6 +199,11 @@ class Assistant:
         if q.rec_ids:
             return self.lookup(list(q.rec_ids), base, update=q.update)
         update = q.update or bool(q.years and (base.get("topic") or {}).get("kind") == "update")
+        last = base.get("last_answer_ids") or []
+        if (update and q.elliptical and last and not q.years and not self._scored_topic(q)
+                and (base.get("topic") or {}).get("kind") != "update"):
+            # "is that a new rec?" about the answer just given: that recommendation, with its year.
+            return self.lookup(last[:1], base, update=True)
         if update:
             reply = self._update_list(q, base)
             if reply is not None:
@@ -483,9 +489,11 @@ class Assistant:
             # A site named beside the new problem ("the bone's at risk of breaking") is where it is, not news.
             added = own["problem"] - old["problem"] - set(sites)
             added = {c for c in added if self.rules.profile.attribute_of.get(c) != "metastatic_sites"} or added
-            if self._compatible(added or own["problem"], old["intervention"]):
+            # "and if it had been in the liver instead?" swaps that one fact and keeps the rest of the question.
+            if q.corrects or self._compatible(added or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
-        if not own["aspect"] and (not own["problem"] and not own["intervention"]):
+        if not own["aspect"] and (not own["problem"] and not own["intervention"]
+                                  or (q.corrects and q.elliptical and not own["intervention"])):
             carried["aspect"] = old["aspect"]
         elif not (own["problem"] | own["intervention"] | old["problem"] | old["intervention"]):
             # A topic that is a subject of its own (supportive care, information) qualified by a new aspect:
@@ -682,7 +690,10 @@ class Assistant:
         if (q.years and not years) or (topical and not years) or q.oos:
             return None     # an update about something CG81 does not cover is answered as out of scope
         year = years[0] if years else max(self.years)
-        records = [r for r in self.retriever.records if r["year"] == year]
+        # "What has changed since 2009?": the updates after that year, not the recommendations of it.
+        later = [y for y in self.years if y > year] if _SINCE_RE.search(q.text) and years else []
+        shown = later or [year]
+        records = [r for r in self.retriever.records if r["year"] in shown]
         if q.research and not topical:
             records = [r for r in records if r["kind"] == "research"] or records
         elif topical:
@@ -697,8 +708,9 @@ class Assistant:
         answers = [answer.answer_item(r, None) for r in records]
         new_state = {**state, "topic": {"kind": "update"}, "pending_clarification": None,
                      "last_answer_ids": [r["id"] for r in records]}
-        return Reply("list", answer.update_text(year, records, self.retriever.updates),
-                     answer.payload(answers), new_state)
+        text = "\n\n".join(answer.update_text(y, [r for r in records if r["year"] == y], self.retriever.updates)
+                           for y in shown)
+        return Reply("list", text, answer.payload(answers), new_state)
 
     def _scored_topic(self, q: Query) -> set:
         """The problems and interventions the message names itself (not what they imply: 'trastuzumab',

@@ -465,6 +465,22 @@ def test_is_a_recommendation_new(assistant):
                                       "was reviewed and the recommendation updated in 2017."]
 
 
+def test_is_the_answer_just_given_new(assistant, corpus_by_id):
+    """'Is that a new rec?' asks the year of the last answer, not for the latest update's list."""
+    first = assistant.respond("does exercise make lymphoedema worse?", {})
+    reply = assistant.respond("is that a new rec?", first.state)
+    assert ids(reply) == ids(first)[:1]
+    assert reply.payload["notes"][0].startswith(f"Recommendation {ids(first)[0]} is marked "
+                                                f"[{corpus_by_id[ids(first)[0]]['year']}]")
+
+
+def test_what_changed_since_a_year_lists_the_later_updates(assistant, corpus_by_id):
+    reply = assistant.respond("what has changed since the 2009 guideline?", {})
+    assert reply.kind == "list"
+    assert {corpus_by_id[i]["year"] for i in ids(reply)} == {2014, 2017}
+    assert set(ids(reply)) == {i for i, r in corpus_by_id.items() if r["year"] > 2009}
+
+
 def test_what_follows_a_treatment_takes_it_as_history(assistant):
     """'anything to follow on with?' after chemotherapy asks what comes after it: the patient has had it."""
     reply = talk(assistant, "ER+ HER2- MBC, docetaxel first line for a visceral crisis",
@@ -617,10 +633,13 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
      {"1.3.3"}),
     (("previously treated with an anthracycline, had paclitaxel first line and now progressing", "what's next?"),
      {"1.3.10"}),
+    # "... instead?" swaps one fact and keeps the rest of the question (whether to continue trastuzumab).
+    (("HER2+ on Herceptin, progression only in the brain, do we keep it going?",
+      "what if the progression was in the lungs instead?"), {"1.3.12"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
         "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
         "preference-known", "care-given-mllb", "treatment-stands-in", "research-on-the-treatment",
-        "after-the-named-treatment", "after-the-last-line"])
+        "after-the-named-treatment", "after-the-last-line", "instead-keeps-the-question"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 
