@@ -501,6 +501,10 @@ class Assistant:
             subjects = (old["aspect"] & self.heading_concepts) - {"research"}
             if subjects and not (own["aspect"] & self.heading_concepts) - {"research"}:
                 carried["aspect"] = subjects
+        elif (not (own["problem"] | old["problem"] | old["intervention"]) and (q.refers_back or q.elliptical)
+              and self._compatible(own["intervention"], old["aspect"])):
+            # "...or check again at some point?" about her preference for information: what is done about it.
+            carried["aspect"] = old["aspect"]
         carried["history"] = had
         return {r: sorted(v) for r, v in carried.items() if v}
 

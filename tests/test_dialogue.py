@@ -636,10 +636,13 @@ def test_after_chemotherapy_the_search_keeps_it_as_the_history_recommendations_s
     # "... instead?" swaps one fact and keeps the rest of the question (whether to continue trastuzumab).
     (("HER2+ on Herceptin, progression only in the brain, do we keep it going?",
       "what if the progression was in the lungs instead?"), {"1.3.12"}),
+    # What is done about a subject of its own (her preference for information): it stays the subject.
+    (("she'd rather not know much detail about what's ahead", "fine, but should we revisit that later on?"),
+     {"1.2.1"}),
 ], ids=["current-treatment", "statement-of-findings", "same-advice", "care-given", "care-given-cdt",
         "new-condition-at-the-same-site", "too-unwell-for-that", "causes-ruled-out", "amends", "corrects",
         "preference-known", "care-given-mllb", "treatment-stands-in", "research-on-the-treatment",
-        "after-the-named-treatment", "after-the-last-line", "instead-keeps-the-question"])
+        "after-the-named-treatment", "after-the-last-line", "instead-keeps-the-question", "reassess-the-subject"])
 def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] in expected
 

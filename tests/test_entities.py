@@ -81,6 +81,8 @@ CASES = [
         ("single resectable brain met", "MET_SITE", "limited_brain_metastases"),
         ("dismal prognosis", "CLINICAL_STATUS", "very_poor_prognosis"),
     ]),
+    ("any tools that could help her?", [("tools that could help", "TOPIC", "decision_aid")]),
+    ("she doesnt want much detail", [("doesnt want much detail", "TOPIC", "information_preference")]),
     ("when the docetaxel stops working", [
         ("docetaxel", "DRUG", "docetaxel"),
         ("stops working", "COMPLICATION", "progression"),
