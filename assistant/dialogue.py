@@ -172,6 +172,11 @@ class Assistant:
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
         self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
+        self.named = dict(zip((r["id"] for r in retriever.records), retriever.record_concepts))
+        steps = {i for k, v in self.rules.follows.items() for i in (k, *v)} | set(self.rules.branches)
+        if steps - set(self.named):
+            # A misspelt recommendation id in the dialogue rules would otherwise fail mid-conversation.
+            raise ValueError(f"dialogue rules name recommendations the corpus lacks: {sorted(steps - set(self.named))}")
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
@@ -200,7 +205,7 @@ class Assistant:
             return self.lookup(list(q.rec_ids), base, update=q.update)
         update = q.update or bool(q.years and (base.get("topic") or {}).get("kind") == "update")
         last = base.get("last_answer_ids") or []
-        if (update and q.elliptical and last and not q.years and not self._scored_topic(q)
+        if (update and q.refers_back and last and not q.years and not self._scored_topic(q)
                 and (base.get("topic") or {}).get("kind") != "update"):
             # "is that a new rec?" about the answer just given: that recommendation, with its year.
             return self.lookup(last[:1], base, update=True)
@@ -357,9 +362,8 @@ class Assistant:
         if last and self._sequel(q) and not q.sequel_of:
             done = last
         elif q.ruled_out:
-            concepts = dict(zip((r["id"] for r in self.retriever.records), self.retriever.record_concepts))
             done = next((c.id for c in result.candidates[:3]
-                         if c.id in self.rules.follows and q.ruled_out & concepts[c.id]), None)
+                         if c.id in self.rules.follows and q.ruled_out & self.named[c.id]), None)
         return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
 
     def _history(self, state: dict) -> set:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from assistant.dialogue import SLOTS, DialogueRules
+from assistant.dialogue import SLOTS, Assistant, DialogueRules
 
 pytest.importorskip("faiss")
 
@@ -745,3 +745,18 @@ def test_dialogue_rules_naming_a_concept_the_lexicon_lacks_are_refused(rules, ed
     edit(data)
     with pytest.raises(ValueError, match="concepts the lexicon does not have"):
         DialogueRules(data, rules.profile.lexicon)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["follows"].update({"1.3.2": ["1.3.33"]}),
+    lambda d: d["decisions"].append(["1.3.1", "1.6.1"]),
+], ids=["follows", "decisions"])
+def test_dialogue_rules_naming_a_recommendation_the_corpus_lacks_are_refused(assistant, rules, edit):
+    import yaml
+
+    from assistant import config
+
+    data = yaml.safe_load(config.DIALOGUE_RULES_PATH.read_text(encoding="utf-8"))
+    edit(data)
+    with pytest.raises(ValueError, match="recommendations the corpus lacks"):
+        Assistant(assistant.retriever, DialogueRules(data, rules.profile.lexicon))
