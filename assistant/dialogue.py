@@ -126,7 +126,8 @@ class DialogueRules:
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
         # Optional phrasing patterns, read by the Analyzer into the Query (parse once).
-        self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement") if data.get(k)}
+        self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement", "other_branch")
+                         if data.get(k)}
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.rules_out = data.get("rules_out", {})
@@ -337,8 +338,12 @@ class Assistant:
     def _other_branch(self, q: Query, state: dict, followup: bool, fit: dict) -> list:
         """A follow-up that only tells more about the patient ("mets are small, she's asymptomatic"; "what if
         she's too frail for even that?") and so rules out the recommendation just given: the other branches
-        of the same decision that fit her, best fit first. Empty when it asks about something of its own."""
+        of the same decision that fit her, best fit first; or any other branch when asked for ("when would you go
+        the other way?"). Empty when it asks about something of its own."""
         last = (state.get("last_answer_ids") or [None])[0]
+        if followup and last and q.other_branch and not q.oos:
+            # "When would you go the other way?": the other branch, whatever the patient is known to be.
+            return [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting][:1]
         if not (followup and last and q.facts and fit.get(last) and fit[last].conflicting) or q.oos:
             return []
         if q.sequel or set(q.facts) & _TIME_FACTS:

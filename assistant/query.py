@@ -79,6 +79,7 @@ class Query:
     corrects: bool = False           # replaces what was said ("actually it's her spine")
     acknowledges: bool = False       # thanks or an acknowledgement ("brill, thanks, that's helpful")
     ruled_out: frozenset = frozenset()  # what a finding settles ("bloods all normal": treatable causes)
+    other_branch: bool = False       # asks for the other branch of the decision ("when would you go the other way?")
     extras: dict = field(default_factory=dict)
 
     def role_set(self, role: str) -> set:
@@ -260,6 +261,7 @@ class Analyzer:
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),
+            other_branch=self._says("other_branch", text),
             search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))
                                  .split()))
 

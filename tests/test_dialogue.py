@@ -655,7 +655,10 @@ def test_follow_ups_keep_what_the_conversation_is_about(assistant, turns, expect
      "1.5.21"),
     # Treatment she has had since moves her on; it is not another branch.
     (("ER+ MBC with a visceral crisis, first line?", "she has completed the chemo now, then what?"), "1.3.3"),
-], ids=["not-life-threatening", "too-poor-a-prognosis", "treatment-since"])
+    # Asked for: the other branch of the decision just answered.
+    (("ER+ advanced breast cancer, first line: endocrine therapy or chemotherapy?",
+      "so when would we go the other way?"), "1.3.2"),
+], ids=["not-life-threatening", "too-poor-a-prognosis", "treatment-since", "the-other-way"])
 def test_a_fact_that_rules_out_the_answer_gives_the_branch_that_fits(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] == expected
 
