@@ -341,18 +341,20 @@ class Assistant:
         of the same decision that fit her, best fit first; or any other branch when asked for ("when would you go
         the other way?"). Empty when it asks about something of its own."""
         last = (state.get("last_answer_ids") or [None])[0]
-        if followup and last and q.other_branch and not q.oos:
-            # "When would you go the other way?": the other branch, whatever the patient is known to be.
-            return [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting][:1]
-        if not (followup and last and q.facts and fit.get(last) and fit[last].conflicting) or q.oos:
+        if not (followup and last) or q.oos:
             return []
-        if q.sequel or set(q.facts) & _TIME_FACTS:
-            return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
         # Sites she is known to have are described, not asked about ("the lung nodules are small").
         sites = self.extractor.lexicon.closure(set(state.get("metastatic_sites") or []))
         if {c for c in q.role_set("problem") | q.role_set("intervention")
                 if not self.analyzer.is_profile_concept(c) and c not in sites}:
             return []
+        if q.other_branch:
+            # "When would you go the other way?": the other branch, whatever the patient is known to be.
+            return [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting][:1]
+        if not (q.facts and fit.get(last) and fit[last].conflicting):
+            return []
+        if q.sequel or set(q.facts) & _TIME_FACTS:
+            return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
         fitting = [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting]
         return sorted(fitting, key=lambda i: -len(fit[i].matched))[:1]
 

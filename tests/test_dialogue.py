@@ -663,6 +663,12 @@ def test_a_fact_that_rules_out_the_answer_gives_the_branch_that_fits(assistant, 
     assert ids(talk(assistant, *turns))[0] == expected
 
 
+def test_otherwise_well_or_a_question_of_its_own_is_not_the_other_branch(assistant):
+    reply = talk(assistant, "ER+ advanced breast cancer, first line: endocrine therapy or chemotherapy?",
+                 "she's 58 and otherwise well - what about bisphosphonates for the other bone lesion?")
+    assert ids(reply)[0] == "1.5.14"
+
+
 @pytest.mark.parametrize("turns, expected", [
     (("solitary brain met, fit, no other disease - what's recommended?", "and once she's had both of those?"),
      "1.5.20"),
