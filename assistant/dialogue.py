@@ -173,11 +173,11 @@ class Assistant:
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
         self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
-        self.named = dict(zip((r["id"] for r in retriever.records), retriever.record_concepts))
         steps = {i for k, v in self.rules.follows.items() for i in (k, *v)} | set(self.rules.branches)
-        if steps - set(self.named):
+        unknown = sorted(steps - set(retriever.by_id))
+        if unknown:
             # A misspelt recommendation id in the dialogue rules would otherwise fail mid-conversation.
-            raise ValueError(f"dialogue rules name recommendations the corpus lacks: {sorted(steps - set(self.named))}")
+            raise ValueError(f"dialogue rules name recommendations the corpus lacks: {unknown}")
 
     # ------------------------------------------------------------------ turn
     def respond(self, message, state: dict | None = None, intent: str | None = None) -> Reply:
@@ -348,14 +348,14 @@ class Assistant:
         if {c for c in q.role_set("problem") | q.role_set("intervention")
                 if not self.analyzer.is_profile_concept(c) and c not in sites}:
             return []
+        fitting = [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting]
         if q.other_branch:
             # "When would you go the other way?": the other branch, whatever the patient is known to be.
-            return [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting][:1]
+            return fitting[:1]
         if not (q.facts and fit.get(last) and fit[last].conflicting):
             return []
         if q.sequel or set(q.facts) & _TIME_FACTS:
             return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
-        fitting = [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting]
         return sorted(fitting, key=lambda i: -len(fit[i].matched))[:1]
 
     def _next_step(self, q: Query, state: dict, followup: bool, fit: dict, result) -> list:
@@ -370,7 +370,7 @@ class Assistant:
             done = last
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
-                         if c.id in self.rules.follows and q.ruled_out & self.named[c.id]), None)
+                         if c.id in self.rules.follows and q.ruled_out & self.retriever.named_in(c.id)), None)
         return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
 
     def _history(self, state: dict) -> set:
@@ -683,8 +683,7 @@ class Assistant:
             return Reply("abstain", answer.unknown_ids_text(missing), answer.abstention_payload("unknown_id"),
                          state)
         answers = [answer.answer_item(self.retriever.by_id[i], 1.0) for i in found]
-        rec = self.retriever.by_id[found[0]]
-        concepts = self.retriever.record_concepts[self.retriever.records.index(rec)]
+        concepts = self.retriever.named_in(found[0])
         q_roles = {c: self.analyzer.role(c) for c in concepts if self.analyzer.role(c) in ROLES
                    and not self.analyzer.is_profile_concept(c)}
         topic = {r: sorted(c for c, role in q_roles.items() if role == r) for r in ROLES}

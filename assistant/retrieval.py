@@ -170,6 +170,10 @@ class Retriever:
     def concepts_of(self, rec_id: str) -> dict:
         return self.doc_concepts[self._index[rec_id]]
 
+    def named_in(self, rec_id: str) -> frozenset:
+        """What the record's own text names (affirmed), not its heading: its conditions of applicability."""
+        return self.record_concepts[self._index[rec_id]]
+
     # ---------------------------------------------------------------- building and loading
     @staticmethod
     def doc_text(record: dict) -> str:
