@@ -27,6 +27,10 @@ from assistant.query import Analyzer, Query
 
 SLOTS = ("topic", *PROFILE_SLOTS, "pending_clarification", "last_answer_ids")
 _SINCE_RE = re.compile(r"\b(since|after|post)\s+(the\s+)?(original\s+|first\s+)?(cg81\s+)?(20[0-3]\d)\b", re.IGNORECASE)
+# "Since CG81 first came out", "since the original guideline": since its first publication.
+_SINCE_FIRST_RE = re.compile(r"\b(?:since|after)\s+(?:(?:cg81|it|nice|the\s+guidelines?|the\s+guidance)\s+)?(?:was\s+)?"
+                             r"(?:first\s+)?(?:came\s+out|published|issued|originally)\b|\bsince\s+the\s+original\b",
+                             re.IGNORECASE)
 _SECTION_RE = re.compile(r"\bsection\s*(1\.[1-5]|[1-5])\b(?!\.\d)", re.IGNORECASE)
 _LIST_RE = re.compile(r"\b(list|show (me )?(all|every)|all (the |of the )?(recs?|recommendations?)\b|"
                       r"every recommendation|summari[sz]e|(recs|recommendations) (for|on|about|in)\b)",
@@ -58,6 +62,7 @@ DESCRIBED_WEIGHT = 0.5
 CARRIED_WEIGHT = 0.6
 PROFILE_WEIGHT = 0.3
 NEGATED_FACTOR = 0.8
+TIE_MARGIN = 0.01         # fused scores this close are a tie, which a pronoun resolves to the answer just given
 CONFLICT_SHOWN = 0.35     # closest recommendations named when none fits the patient (relative to MIN_ANSWER)
 
 
@@ -103,7 +108,8 @@ def _named_concepts(data: dict) -> set:
         names |= {fact, *([treatments] if isinstance(treatments, str) else treatments)}
     for key in ("one_off_treatments", "care_given", "defaults"):
         names |= set(prof.get(key, []))
-    names |= set(data.get("oos_as_history", [])) | set(data.get("oos_in_description", []))
+    names |= set(data.get("oos_as_history", [])) | set(data.get("oos_in_description", [])) | set(
+        data.get("oos_in_case", []))
     names |= {c for group in data.get("oos_answered_with", []) for c in group}
     names |= {c for k, v in data.get("rules_out", {}).items() for c in (k, *v)}
     names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", []))
@@ -130,6 +136,7 @@ class DialogueRules:
                          if data.get(k)}
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
+        self.oos_in_case = frozenset(data.get("oos_in_case", []))
         self.rules_out = data.get("rules_out", {})
         self.oos_in_description = frozenset(data.get("oos_in_description", []))
         self.oos_answered_with = [(c, frozenset(others)) for c, *others in data.get("oos_answered_with", [])]
@@ -141,6 +148,12 @@ class DialogueRules:
         branches = [list(d) for d in data.get("decisions", [])] + [
             [i for o in c["options"] for i in o["recommendations"]] for c in self.clarifications]
         self.follows = data.get("follows", {})
+        # The patient facts that select an option's recommendations (very poor prognosis -> 1.5.21).
+        self.selected_by: dict = {}
+        for c in self.clarifications:
+            for o in c["options"]:
+                for i in o["recommendations"]:
+                    self.selected_by.setdefault(i, set()).update(o.get("concepts", []))
         self.branches: dict = {}
         for group in branches:
             for rid in group:
@@ -170,6 +183,8 @@ class Assistant:
         self.conditions = {r["id"]: prof.conditions(c, n, self._offered(r)) for r, c, n in
                            zip(retriever.records, retriever.record_concepts, retriever.record_negated)}
         self.years = sorted({r["year"] for r in retriever.records})
+        # The lines of treatment in order (first, second, third): what follows one line is the next.
+        self.lines = list(prof.attributes.get("line_of_therapy", {}).get("concepts", []))
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
         self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
@@ -230,9 +245,17 @@ class Assistant:
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
         fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
+        if research:
+            # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
+            # treatment history the patient does not have yet is still to come, not a reason it is not hers.
+            pre = self.rules.profile.preconditions
+            fit = {rid: dataclasses.replace(f, conflicting=(), open=f.open + f.conflicting)
+                   if self.retriever.by_id[rid]["kind"] == "research" and f.conflicting and set(f.conflicting) <= pre
+                   else f for rid, f in fit.items()}
         request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
-        branch = self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
+        branch = (self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
+                  or self._branch_for_patient(q, result, request, fit, patient))
         if branch:
             # The decision just answered, for the patient as she now is: not a new search's best guess.
             result = dataclasses.replace(result, candidates=self._promote(result.candidates, branch),
@@ -267,8 +290,12 @@ class Assistant:
         # Asked which agent or option ("which endocrine therapy?"): kept for the follow-ups that refine it.
         choice, new_topic = self._new_topic(q, topic, followup, carried)
         new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}
-        ranked = list(result.candidates)
-        rule, ranked = self._clarify_or_rerank(ranked, patient, choice)
+        ranked = list(result.candidates) if branch else self._resolve_tie(list(result.candidates), q, state, followup)
+        # The general recommendation leads for a patient whose group is known only when the question weighs
+        # chemotherapy against endocrine therapy ("chemo or hormones first?"); "first line for a man?" is
+        # answered by his group's own recommendation.
+        versus = "chemotherapy" in self.extractor.lexicon.closure(new_topic.get("intervention") or [])
+        rule, ranked = self._clarify_or_rerank(ranked, patient, choice or not versus)
         if self.abstain and not rule and ranked and fit[ranked[0].id].conflicting:
             # Every recommendation that fits the question is written for another patient group or history
             # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
@@ -358,6 +385,32 @@ class Assistant:
             return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
         return sorted(fitting, key=lambda i: -len(fit[i].matched))[:1]
 
+    @staticmethod
+    def _resolve_tie(ranked: list, q: Query, state: dict, followup: bool) -> list:
+        """A follow-up that points back ("do we need to revisit that later on?") means what was just answered:
+        among candidates tied at the top, the ones shown last time come first."""
+        shown = state.get("last_answer_ids") or []
+        if not (followup and shown and ranked and (q.refers_back or q.elliptical)):
+            return ranked
+        tied = [c for c in ranked if c.score >= ranked[0].score - TIE_MARGIN]
+        tied.sort(key=lambda c: c.id not in shown)
+        return tied + ranked[len(tied):]
+
+    def _branch_for_patient(self, q: Query, result, request, fit: dict, patient) -> list:
+        """The question names a branch of a decision that the patient's facts rule out ("PS4, very poor
+        prognosis, any point in WBRT?"): the branch of that decision written for patients like her, rather
+        than "not for this patient". Only a branch her facts select (not one that merely does not conflict),
+        and not when the branch asked about is behind her (treatment had: see _next_step)."""
+        if q.oos:
+            return []
+        unfit = self._unfit_for_patient(result, request, fit)
+        if not unfit or "treatment_history" in fit[unfit[0]].conflicting or fit[unfit[0]].done:
+            return []
+        rank = {c.id: n for n, c in enumerate(result.candidates)}
+        selects = {i: len(fit[i].matched) + len(self.rules.selected_by.get(i, set()) & patient)
+                   for i in self.rules.branches.get(unfit[0], []) if not fit[i].conflicting}
+        return sorted((i for i, n in selects.items() if n), key=lambda i: (-selects[i], rank.get(i, len(rank))))[:1]
+
     def _next_step(self, q: Query, state: dict, followup: bool, fit: dict, result) -> list:
         """What the guideline says comes after a step already taken, if it fits her: after the last answer
         ("and after that?"), or after the step this message says is done ("we've established she wants the
@@ -366,8 +419,9 @@ class Assistant:
             return []
         last = (state.get("last_answer_ids") or [None])[0]
         done = None
-        if last and self._sequel(q) and not q.sequel_of:
-            done = last
+        offered = self.extractor.lexicon.closure(self.conditions.get(last, {}).get("offers") or [])
+        if last and self._sequel(q) and (not q.sequel_of or q.sequel_of <= offered):
+            done = last     # "and after that?", "once the chemo's done?" about the chemotherapy just offered
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
                          if c.id in self.rules.follows and q.ruled_out & self.retriever.named_in(c.id)), None)
@@ -389,7 +443,7 @@ class Assistant:
         history = self._history(state)
         followup = bool(topic or sites or history) and self._continues(q, state, intent, history)
         next_line = None
-        lines = self.rules.profile.attributes.get("line_of_therapy", {}).get("concepts", [])
+        lines = self.lines
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
@@ -462,8 +516,10 @@ class Assistant:
         old = {r: set(topic.get(r) or []) for r in ROLES}
         if not old["problem"] and not old["intervention"]:
             # ...and the problem those treatments are for ("has done her decongestive therapy" -> lymphoedema).
-            old["problem"] = set(sites) | {c for c in self.extractor.lexicon.closure(history)
-                                           if self.analyzer.role(c) == "problem"}
+            # Not for a line of treatment asked ("what should first line be?"): that asks for the systemic
+            # treatment of the whole disease, which her sites select among, not a treatment of the sites.
+            old["problem"] = (set() if own["aspect"] & set(self.lines) and not history else set(sites)) | {
+                c for c in self.extractor.lexicon.closure(history) if self.analyzer.role(c) == "problem"}
             old["intervention"] = set(history)
         elif not old["problem"] and own["intervention"]:
             old["problem"] = set(sites)
@@ -529,8 +585,13 @@ class Assistant:
         own = 1.0 if q.asks or not carried or q.amends else DESCRIBED_WEIGHT
         for c in q.asked:
             weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
+        # Sites in a description of the patient ("67M, lung and bone mets, first line?") are who she is, as
+        # her receptors are: they select among the candidates more than they are searched.
+        context_sites = {c for c in q.described if self.rules.profile.attribute_of.get(c) == "metastatic_sites"
+                         or c in lex.closure(q.facts.get("metastatic_sites") or [])} if q.sites_as_context else set()
         for c in q.described:
-            weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts else DESCRIBED_WEIGHT)
+            weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts or c in context_sites
+                               else DESCRIBED_WEIGHT)
         for c in lex.closure(carried.get("history", [])):
             weights.setdefault(c, DESCRIBED_WEIGHT)
         # What this message rules out ("we've established she wants the full picture") is not searched again.
@@ -540,7 +601,10 @@ class Assistant:
             weights.setdefault(c, CARRIED_WEIGHT if q.asks else 1.0)
         weights = {c: w for c, w in weights.items() if c in lex.concepts and lex.concepts[c].label not in
                    ("CONDITION", "OUT_OF_SCOPE")}
-        text = f"{q.search_text} {self.retriever.expansion_of(set(q.concepts) | carried_concepts)}".strip()
+        expanded = set(q.concepts) | carried_concepts
+        # Nor are they spelled out in the search ("lung mets" -> "visceral organ involvement").
+        expanded -= context_sites
+        text = f"{q.search_text} {self.retriever.expansion_of(expanded)}".strip()
         factors = {rid: f.factor for rid, f in fit.items()}
         fits = {rid: len(f.matched) for rid, f in fit.items() if not f.conflicting}
         if carried.get("history"):
@@ -700,12 +764,15 @@ class Assistant:
         topic ("what year is the bisphosphonate rec?") the topic is searched instead and the answer carries
         its year; None hands the turn to that search."""
         years = [y for y in q.years if y in self.years]
+        since_first = not q.years and bool(_SINCE_FIRST_RE.search(q.text))
+        if since_first:
+            years = [min(self.years)]
         topical = self._scored_topic(q)
         if (q.years and not years) or (topical and not years) or q.oos:
             return None     # an update about something CG81 does not cover is answered as out of scope
         year = years[0] if years else max(self.years)
         # "What has changed since 2009?": the updates after that year, not the recommendations of it.
-        later = [y for y in self.years if y > year] if _SINCE_RE.search(q.text) and years else []
+        later = [y for y in self.years if y > year] if (_SINCE_RE.search(q.text) or since_first) and years else []
         shown = later or [year]
         records = [r for r in self.retriever.records if r["year"] in shown]
         if q.research and not topical:

@@ -34,7 +34,10 @@ _CLAUSE_SPLIT = re.compile(
     r"what's|next|now)\b)", re.IGNORECASE)
 _QUESTION_CUE = re.compile(
     r"\?|^\s*(?:so\s+|and\s+|but\s+|ok,?\s+)?(?:what|which|how|should|would|could|can|do|does|is|are|any|when|who|"
-    r"whats|what's|next|options?|management|mgmt|plan|treatment|tx|recommend|advice|role of|best)\b",
+    r"whats|what's|next|options?|management|mgmt|plan|treatment|tx|recommend|advice|role of|best)\b"
+    # An indirect question asks too ("her husband's asking if she should be on bisphosphonates").
+    r"|\b(?:ask(?:s|ed|ing)?|wonder(?:s|ed|ing)?|want(?:s|ed)? to know|not sure|unsure|query(?:ing)?)\s+"
+    r"(?:if|whether|about|what|which|how|when|who)\b",
     re.IGNORECASE)
 _GUIDELINE_WORDS = re.compile(r"\b(rec(s|ommendations?)?|guidelines?|cg81|nice|section|update[ds]?|committee)\b",
                               re.IGNORECASE)
@@ -113,6 +116,7 @@ class Analyzer:
         self._overrides = roles.get("overrides", {})
         self._about_current = frozenset(roles.get("about_current_treatment", []))
         self._oos_history = frozenset(rules.oos_as_history)
+        self._oos_in_case = rules.oos_in_case
         self._reset = [re.compile(p, re.IGNORECASE) for p in rules.reset_patterns]
         self._ellipsis = re.compile(rules.ellipsis_start, re.IGNORECASE)
         self._anaphora = re.compile(rules.anaphora, re.IGNORECASE)
@@ -231,7 +235,9 @@ class Analyzer:
         oos = tuple(sorted(c for e in entities if not e.negated and lex.concepts.get(e.value)
                            and lex.concepts[e.value].out_of_scope
                            and not (e.historical and e.value in self._oos_history)
-                           and (not vignette or oos_start <= e.start < oos_end) for c in [e.value]))
+                           and (not vignette or oos_start <= e.start < oos_end
+                                or (e.value in self._oos_in_case and not e.historical))
+                           for c in [e.value]))
         # "Once the chemo's done, what then?": what follows a treatment; the treatment named inside that
         # phrase is the one finished, not one asked about. In a case description only the question counts.
         offset = q_start if vignette else 0

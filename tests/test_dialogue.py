@@ -682,6 +682,80 @@ def test_what_the_guideline_says_comes_next(assistant, turns, expected):
     assert ids(talk(assistant, *turns))[0] == expected
 
 
+def test_a_branch_her_facts_rule_out_gets_the_branch_written_for_her(assistant):
+    """Asked about WBRT for a patient whose prognosis rules it out (1.5.19 "unless they have a very poor
+    prognosis"): the brain metastases decision's branch for her (1.5.21), not "not for this patient"."""
+    reply = talk(assistant, "82F, PS 4, several brain mets and widespread liver disease, prognosis very poor - "
+                            "should she have whole brain RT?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.21"
+    # A branch behind her is not ruled out by her facts: she has moved on (1.3.3 follows the chemotherapy).
+    reply = talk(assistant, "ER+ MBC, she got docetaxel first line for a visceral crisis, now finished - what next?")
+    assert ids(reply)[0] == "1.3.3"
+
+
+def test_an_indirect_question_is_a_question_of_its_own(assistant):
+    reply = talk(assistant, "wbrt for multiple brain mets?",
+                 "her daughter wants to know whether she should have bisphosphonates for the bone mets")
+    assert ids(reply)[0] in ("1.5.14", "1.5.15")
+
+
+def test_the_end_of_the_treatment_just_offered_is_what_follows_it(assistant):
+    reply = talk(assistant, "ER+ MBC with imminently life-threatening liver disease - first line?",
+                 "and once the chemo is finished?")
+    assert ids(reply)[0] == "1.3.3"
+
+
+def test_a_pronoun_resolves_a_tie_to_the_answer_just_given(assistant):
+    from assistant.dialogue import TIE_MARGIN
+    from assistant.retrieval import Candidate
+
+    q = assistant.analyzer.analyse("do we need to revisit that later on?")
+    ranked = [Candidate("1.2.3", score=0.634), Candidate("1.2.1", score=0.634 - TIE_MARGIN / 2),
+              Candidate("1.1.6", score=0.55)]
+    state = {"last_answer_ids": ["1.2.2", "1.2.1"]}
+    assert [c.id for c in assistant._resolve_tie(ranked, q, state, True)] == ["1.2.1", "1.2.3", "1.1.6"]
+    assert [c.id for c in assistant._resolve_tie(ranked, q, state, False)] == ["1.2.3", "1.2.1", "1.1.6"]
+    far = [Candidate("1.2.3", score=0.7)] + ranked[1:]
+    assert [c.id for c in assistant._resolve_tie(far, q, state, True)][0] == "1.2.3"
+
+
+def test_a_man_asked_about_first_line_gets_his_own_recommendation_first(assistant):
+    """His group's 1.3.7 leads, with the general 1.3.1 beside it (which leads, when it ranks first, only where
+    chemotherapy is weighed against endocrine therapy: see the test above)."""
+    reply = talk(assistant, "58M ER+ breast cancer, nodal and bone mets, just diagnosed. first line systemic?")
+    assert ids(reply)[:2] == ["1.3.7", "1.3.1"]
+    reply = talk(assistant, "69M ER+ MBC, nodes and bone only, asymptomatic", "what should first line be?")
+    assert ids(reply)[0] == "1.3.7"
+
+
+def test_another_primary_cancer_in_a_case_description_is_out_of_scope_unless_past(assistant):
+    reply = talk(assistant, "patient with metastatic lung ca and bone mets, should she have zoledronic acid?")
+    assert reply.kind == "abstain" and reply.payload["reason"].startswith("out_of_scope")
+    reply = talk(assistant, "had a lung cancer resected years ago, now ER+ MBC with new bone mets - "
+                            "should she have bisphosphonates?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.14"
+
+
+def test_changes_since_the_guideline_first_came_out_are_the_later_updates(assistant, corpus_by_id):
+    reply = talk(assistant, "has anything on lymphoedema changed since the guideline was first published?")
+    assert reply.kind == "list" and {"1.5.1", "1.5.2"} <= set(ids(reply))
+    assert all(corpus_by_id[i]["year"] > 2009 for i in ids(reply))
+
+
+def test_research_asked_about_looks_ahead_of_her_treatment_history(assistant):
+    reply = talk(assistant, "first line endocrine for a postmenopausal ER+ woman, never had hormone therapy?",
+                 "any trials on what to do once she progresses on it?")
+    assert "RR2" in ids(reply)
+
+
+@pytest.mark.parametrize("turns, expected", [
+    (("painful met in the femoral neck with cortical destruction - what should happen?",), "1.5.17"),
+    (("should we x-ray the long bones to assess the risk of fracture when she has spinal mets?",), "1.1.3"),
+], ids=["risk-established", "risk-to-assess"])
+def test_a_bone_about_to_break_asks_for_the_surgeon_not_the_imaging(assistant, turns, expected):
+    assert ids(talk(assistant, *turns))[0] == expected
+
+
 def test_ruling_out_what_a_recommendation_is_for_does_not_count_against_it(assistant):
     """'No pain' rules out 1.5.16 (patients with bone metastases and pain), not 1.5.14, whose pain is an aim."""
     reply = talk(assistant, "bone mets found on staging, no pain at all - anything to prevent skeletal events?")

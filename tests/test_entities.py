@@ -220,6 +220,9 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("she's done the bandaging phase", "multilayer_bandaging", True),
     ("who looks after her symptom control?", "palliative_care", False),     # "look after" asks about care
     ("after palliative care review, what next?", "palliative_care", True),
+    ("she got paclitaxel first line", "paclitaxel", True),                  # "got" a treatment
+    ("s/p resection of a solitary brain met", "surgery", True),             # status post
+    ("should she get paclitaxel?", "paclitaxel", False),
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
@@ -278,3 +281,16 @@ def test_er_her2_tokenisation_splits_slash_and_trailing_minus(extractor):
 ])
 def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     assert concept in extractor.concepts(text)
+
+
+@pytest.mark.parametrize("text,span,concepts", [
+    # The choice of bisphosphonate is both the choice and the drug (1.5.15).
+    ("who decides which bisphosphonate to use?", "which bisphosphonate to use", {"agent_choice", "bisphosphonate"}),
+    # A bone said to be about to break: the established risk, still a fracture.
+    ("femoral shaft with cortical destruction", "cortical destruction",
+     {"impending_fracture", "pathological_fracture"}),
+    ("tumour fed by oestrogen", "fed by oestrogen", {"er_positive"}),
+])
+def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
+    [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
+    assert concepts <= extractor.lexicon.closure([e.value])
