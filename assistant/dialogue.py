@@ -77,6 +77,11 @@ class Reply:
     trace: dict = field(default_factory=dict)  # weights, carried topic and scored candidates
 
 
+def _last_answer(state: dict) -> str | None:
+    """The recommendation the last answer led with, if any: what "that" and "after that" refer to."""
+    return (state.get("last_answer_ids") or [None])[0]
+
+
 def clean(message) -> str:
     """Drop control and format characters and fold whitespace; what is left is what we search."""
     if isinstance(message, bytes):
@@ -254,8 +259,10 @@ class Assistant:
                    else f for rid, f in fit.items()}
         request = self._request(q, carried, fit, research)
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
+        # What would have answered had her facts not ruled it out: for a branch that fits her, or to say so.
+        unfit = [] if q.oos else self._unfit_for_patient(result, request, fit)
         branch = (self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
-                  or self._branch_for_patient(q, result, request, fit, patient))
+                  or self._branch_for_patient(unfit, result, fit, patient))
         if branch:
             # The decision just answered, for the patient as she now is: not a new search's best guess.
             result = dataclasses.replace(result, candidates=self._promote(result.candidates, branch),
@@ -266,7 +273,7 @@ class Assistant:
                                 for c in result.candidates]}
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
-            unfit = self._unfit_for_patient(result, request, fit) if reason == "low_score" else []
+            unfit = unfit if reason == "low_score" else []
             if unfit:
                 # The question is answered in CG81, but only for other patients: say that, not "no answer".
                 new_state = {**state, **profile}
@@ -367,7 +374,7 @@ class Assistant:
         she's too frail for even that?") and so rules out the recommendation just given: the other branches
         of the same decision that fit her, best fit first; or any other branch when asked for ("when would you go
         the other way?"). Empty when it asks about something of its own."""
-        last = (state.get("last_answer_ids") or [None])[0]
+        last = _last_answer(state)
         if not (followup and last) or q.oos:
             return []
         # Sites she is known to have are described, not asked about ("the lung nodules are small").
@@ -396,14 +403,12 @@ class Assistant:
         tied.sort(key=lambda c: c.id not in shown)
         return tied + ranked[len(tied):]
 
-    def _branch_for_patient(self, q: Query, result, request, fit: dict, patient) -> list:
+    def _branch_for_patient(self, unfit: list, result, fit: dict, patient) -> list:
         """The question names a branch of a decision that the patient's facts rule out ("PS4, very poor
         prognosis, any point in WBRT?"): the branch of that decision written for patients like her, rather
         than "not for this patient". Only a branch her facts select (not one that merely does not conflict),
-        and not when the branch asked about is behind her (treatment had: see _next_step)."""
-        if q.oos:
-            return []
-        unfit = self._unfit_for_patient(result, request, fit)
+        and not when the branch asked about is behind her (treatment had: see _next_step). `unfit`: what
+        _unfit_for_patient found (nothing for an out-of-scope question)."""
         if not unfit or "treatment_history" in fit[unfit[0]].conflicting or fit[unfit[0]].done:
             return []
         rank = {c.id: n for n, c in enumerate(result.candidates)}
@@ -417,10 +422,10 @@ class Assistant:
         full picture" settles the assessment of her preference, 1.2.1: what follows is 1.2.2)."""
         if not followup or q.oos:
             return []
-        last = (state.get("last_answer_ids") or [None])[0]
+        last = _last_answer(state)
         done = None
-        offered = self.extractor.lexicon.closure(self.conditions.get(last, {}).get("offers") or [])
-        if last and self._sequel(q) and (not q.sequel_of or q.sequel_of <= offered):
+        if last and self._sequel(q) and (not q.sequel_of or q.sequel_of <= self.extractor.lexicon.closure(
+                self.conditions.get(last, {}).get("offers") or [])):
             done = last     # "and after that?", "once the chemo's done?" about the chemotherapy just offered
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
@@ -447,7 +452,7 @@ class Assistant:
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
-            last = (state.get("last_answer_ids") or [None])[0]
+            last = _last_answer(state)
             offered = self.conditions.get(last, {}).get("offers") or frozenset()
             treatments = q.sequel_of or topic.get("intervention") or (
                 offered if offered <= self.rules.profile.one_off else []) or history
@@ -587,8 +592,11 @@ class Assistant:
             weights[c] = PROFILE_WEIGHT if c in q.profile_concepts else own
         # Sites in a description of the patient ("67M, lung and bone mets, first line?") are who she is, as
         # her receptors are: they select among the candidates more than they are searched.
-        context_sites = {c for c in q.described if self.rules.profile.attribute_of.get(c) == "metastatic_sites"
-                         or c in lex.closure(q.facts.get("metastatic_sites") or [])} if q.sites_as_context else set()
+        context_sites = set()
+        if q.sites_as_context:
+            her_sites = lex.closure(q.facts.get("metastatic_sites") or [])
+            context_sites = {c for c in q.described
+                             if c in her_sites or self.rules.profile.attribute_of.get(c) == "metastatic_sites"}
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts or c in context_sites
                                else DESCRIBED_WEIGHT)
