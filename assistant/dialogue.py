@@ -114,7 +114,7 @@ def _named_concepts(data: dict) -> set:
     for key in ("one_off_treatments", "care_given", "defaults"):
         names |= set(prof.get(key, []))
     names |= set(data.get("oos_as_history", [])) | set(data.get("oos_in_description", [])) | set(
-        data.get("oos_in_case", []))
+        data.get("oos_in_case", [])) | set(data.get("advanced_disease", []))
     names |= {c for group in data.get("oos_answered_with", []) for c in group}
     names |= {c for k, v in data.get("rules_out", {}).items() for c in (k, *v)}
     names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", []))
@@ -137,11 +137,12 @@ class DialogueRules:
         self.anaphora = data["anaphora"]
         self.points_back = data.get("points_back")
         # Optional phrasing patterns, read by the Analyzer into the Query (parse once).
-        self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement", "other_branch")
-                         if data.get(k)}
+        self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement", "other_branch",
+                                              "shifts_topic") if data.get(k)}
         self.sequel = data.get("sequel")
         self.oos_as_history = data.get("oos_as_history", [])
         self.oos_in_case = frozenset(data.get("oos_in_case", []))
+        self.advanced_disease = frozenset(data.get("advanced_disease", []))
         self.rules_out = data.get("rules_out", {})
         self.oos_in_description = frozenset(data.get("oos_in_description", []))
         self.oos_answered_with = [(c, frozenset(others)) for c, *others in data.get("oos_answered_with", [])]
@@ -226,9 +227,10 @@ class Assistant:
             return self.lookup(list(q.rec_ids), base, update=q.update)
         update = q.update or bool(q.years and (base.get("topic") or {}).get("kind") == "update")
         last = base.get("last_answer_ids") or []
-        if (update and q.refers_back and last and not q.years and not self._scored_topic(q)
+        if (update and q.refers_back and last and not self._scored_topic(q)
                 and (base.get("topic") or {}).get("kind") != "update"):
-            # "is that a new rec?" about the answer just given: that recommendation, with its year.
+            # "is that a new rec?", "is that one of the 2014 updates?" about the answer just given: that
+            # recommendation, with its year.
             return self.lookup(last[:1], base, update=True)
         if update:
             reply = self._update_list(q, base)
@@ -246,6 +248,13 @@ class Assistant:
             # A statement that goes on about the patient ("jaundiced, needs a fast response, happy to accept the
             # side effects") describes her: what it names is not asked about.
             q = dataclasses.replace(q, oos=())
+        if followup and q.oos:
+            # "what dose?" after "single fraction RT for painful bone mets?": the topic carried over is what
+            # the guideline answers it with (1.5.16's 8 Gy), as if the message had named it. Early disease in
+            # her past is history in a conversation about her ("had axillary clearance so at risk").
+            q = dataclasses.replace(q, oos=tuple(c for c in self.analyzer.unanswered(
+                q.oos, set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v))
+                if c not in q.past_oos))
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
@@ -349,7 +358,7 @@ class Assistant:
     def _continues(self, q: Query, state: dict, intent: str | None, history: set) -> bool:
         """Does this message lean on the conversation (ellipsis, pronoun, refinement, clarification
         answer), rather than start afresh or be noise? `history`: the treatments the patient has had."""
-        if q.reset:
+        if q.reset or q.shifts_topic:
             return False
         if not q.concepts and not _QUESTION_WORDS.search(q.text):
             return False  # noise is never read as a follow-up, whatever the classifier said
@@ -397,7 +406,8 @@ class Assistant:
         """A follow-up that points back ("do we need to revisit that later on?") means what was just answered:
         among candidates tied at the top, the ones shown last time come first."""
         shown = state.get("last_answer_ids") or []
-        if not (followup and shown and ranked and (q.refers_back or q.elliptical)):
+        # Not an ellipsis naming something of its own: "and for bones?" asks about something else.
+        if not (followup and shown and ranked and (q.refers_back or (q.elliptical and not q.roles))):
             return ranked
         tied = [c for c in ranked if c.score >= ranked[0].score - TIE_MARGIN]
         tied.sort(key=lambda c: c.id not in shown)
@@ -465,6 +475,13 @@ class Assistant:
             line = facts.get("line_of_therapy") or state.get("line_of_therapy")
             if treatments and line in lines[:-1]:
                 next_line = lines[lines.index(line) + 1]
+        elif followup and "progression" in q.role_set("event") and not (
+                q.role_set("problem") | q.role_set("intervention") | set(facts.get("prior_therapies") or [])):
+            # "what if she progresses on that?": on the treatment the last answer offered.
+            offered = self.conditions.get(_last_answer(state), {}).get("offers") or frozenset()
+            progressed = sorted(p for p, t in self.rules.profile.progressed_on.items() if t in offered)
+            if progressed:
+                facts["prior_therapies"] = progressed
         profile = self.rules.profile.merge(state, facts)
         carried = self._carried(q, topic, sites, history) if followup else {}
         if next_line and carried.get("aspect"):
@@ -564,8 +581,9 @@ class Assistant:
             # "and if it had been in the liver instead?" swaps that one fact and keeps the rest of the question.
             if q.corrects or self._compatible(added or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
-        if not own["aspect"] and (not own["problem"] and not own["intervention"]
-                                  or (q.corrects and q.elliptical and not own["intervention"])):
+        if not own["aspect"] - {"research"} and (not own["problem"] and not own["intervention"]
+                                                 or (q.corrects and q.elliptical and not own["intervention"])):
+            # Research asked about the topic ("any research on carrying it on?") is about all of it.
             carried["aspect"] = old["aspect"]
         elif not (own["problem"] | own["intervention"] | old["problem"] | old["intervention"]):
             # A topic that is a subject of its own (supportive care, information) qualified by a new aspect:

@@ -33,11 +33,15 @@ _FUZZY_MIN_LEN = 7
 # ("not previously treated with tamoxifen") are matched whole and are not affected.
 # Typed without the apostrophe too, as clinicians do in chat: the tokenizer splits "havent" into "have" "nt".
 _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't",
-                  "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot"}
+                  "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot", "besides", "except"}
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"
-_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out")}
+_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"), ("apart", "from"), ("aside", "from"), ("other", "than"),
+                       ("except", "for")}   # "who else apart from the wound team?
+# A check said to be done ("we've already looked for treatable causes"): what it looked for is not asked about.
+_DONE_CHECKS = {("looked", "for"), ("checked", "for"), ("screened", "for"), ("tested", "for")}
+_PERFECT = {"already", "'ve", "ve", "have", "has", "had", "been"}
 # Words between the concept and such a cue: "treatable causes have all been looked for and excluded".
 _POST_FILLERS = {"has", "have", "had", "been", "was", "were", "is", "are", "all", "now", "already", "both",
                  "looked", "checked", "screened", "investigated", "for", "and"}
@@ -76,6 +80,7 @@ _PAST_CONDITION_CUES = [c.split() for c in (
 _FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "demonstrates", "demonstrated",
                   "confirms", "confirmed", "found", "finds", "reported", "suggests", "suggested", "suggestive",
                   "done", "came", "was", "were", "report", "reports", ":"}
+_SENTENCE_END = {".", ";", "?", "!"}
 _COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
 # Words that only qualify the treatment between a history cue and the treatment ("had 6 cycles of
@@ -89,6 +94,10 @@ _CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "do
 _OVER_FILLERS = {"now", "is", "was", "are", "were", "has", "have", "been", "just", "all", "fully", "also",
                  "already", "team", "teams", "nurse", "nurses", "clinic", "service"}  # "chemo has now finished"
 _HISTORY_REACH = 10
+# A treatment or condition dated in the past is history: "ALND 2018", "mastectomy (2015)", "WLE in 2019",
+# "letrozole 3 yrs ago" -- not a year naming an update ("denosumab 2017 update?").
+_DATED_AFTER = re.compile(r"\s*(?:in\s+|\(\s*)?(?:(?:19|20)\d\d\b(?!\s*(?:update|version|guid|rec|change))"
+                          r"|\d+\s*(?:y|yr|yrs|years?|m|mo|mos|months?|w|wks?|weeks?)\s+ago\b)", re.IGNORECASE)
 _PATIENT_WORDS = {"her", "him", "them", "she", "he", "they", "pt", "patient"}  # skipped: "start her on"
 # "on <drug>" is what the patient takes, unless the words before make it a subject ("NICE's view on").
 _ABOUT_WORDS = {"guidance", "advice", "recommendation", "recommendations", "recs", "rec", "info", "information",
@@ -253,6 +262,9 @@ def _negated(doc: Doc, span: Span) -> bool:
             break
         if before[i] in _NEGATION_CUES or tuple(before[i:i + 2]) in _PRE_NEGATION_PAIRS or before[i] == "r/o":
             return True
+        if tuple(before[i:i + 2]) in _DONE_CHECKS and span.start - len(before) + i > 0 and \
+                doc[span.start - len(before) + i - 1].lower_ in _PERFECT:
+            return True
     after = [t.lower_ for t in doc[span.end: span.end + _POST_REACH]]
     while after and after[0] in _POST_FILLERS:     # "causes have been looked for and excluded"
         after.pop(0)
@@ -265,7 +277,11 @@ def _coordinated(doc: Doc, previous, span: Span) -> bool:
     if previous is None or not previous[1]:
         return False
     between = [t.lower_ for t in doc[previous[0].end: span.start]]
-    return len(between) <= 3 and all(w in _COORDINATION for w in between)
+    if len(between) <= 3 and all(w in _COORDINATION for w in between):
+        return True
+    # "had resection of the single met followed by WBRT": what followed it in the same sentence.
+    return (between[-2:] == ["followed", "by"] or between[-2:] == ["and", "then"]) and len(between) <= 8 and not (
+        set(between) & _SENTENCE_END)
 
 
 def _historical(doc: Doc, span: Span) -> bool:
@@ -289,6 +305,8 @@ def _historical(doc: Doc, span: Span) -> bool:
             if others > _HISTORY_WINDOW:
                 break
         end -= 1
+    if span.label_ in _HISTORY_LABELS and _DATED_AFTER.match(doc.text, span.end_char):
+        return True
     after = [t.lower_ for t in doc[span.end: span.end + 3]]
     for w in after:
         if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER) or (

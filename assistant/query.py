@@ -83,6 +83,8 @@ class Query:
     acknowledges: bool = False       # thanks or an acknowledgement ("brill, thanks, that's helpful")
     ruled_out: frozenset = frozenset()  # what a finding settles ("bloods all normal": treatable causes)
     other_branch: bool = False       # asks for the other branch of the decision ("when would you go the other way?")
+    shifts_topic: bool = False       # says the subject changes ("on another note", "moving on")
+    past_oos: frozenset = frozenset()  # out of scope only as her past, in a message naming no advanced disease
     extras: dict = field(default_factory=dict)
 
     def role_set(self, role: str) -> set:
@@ -232,12 +234,16 @@ class Analyzer:
                    and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
                    for e in entities):
             oos_start = self._previous_clause_start(text, q_start)
-        oos = tuple(sorted(c for e in entities if not e.negated and lex.concepts.get(e.value)
+        # Early disease in her past is history beside advanced disease ("2 years after early BC, now bone
+        # mets"), not in a question about early disease alone ("RT after WLE for DCIS?").
+        advanced = bool(concepts & self.rules.advanced_disease) or any(
+            self.role(c) in ("problem", "event") for c in concepts if not lex.concepts[c].out_of_scope)
+        oos = tuple(sorted({c for e in entities if not e.negated and lex.concepts.get(e.value)
                            and lex.concepts[e.value].out_of_scope
-                           and not (e.historical and e.value in self._oos_history)
+                           and not (e.historical and e.value in self._oos_history and advanced)
                            and (not vignette or oos_start <= e.start < oos_end
                                 or (e.value in self._oos_in_case and not e.historical))
-                           for c in [e.value]))
+                           for c in [e.value]}))
         # "Once the chemo's done, what then?": what follows a treatment; the treatment named inside that
         # phrase is the one finished, not one asked about. In a case description only the question counts.
         offset = q_start if vignette else 0
@@ -245,8 +251,7 @@ class Analyzer:
         sequel_of = frozenset(lex.closure((e.value for e in entities if e.label in _TREATMENT_LABELS and any(
             m.start() + offset <= e.start and e.end <= m.end() + offset for m in sequel)), infer=False))
         # "dose of RT for a painful rib met": the guideline states that dose (1.5.16).
-        oos = tuple(c for c in oos
-                    if not any(c == o and others <= concepts for o, others in self.rules.oos_answered_with))
+        oos = self.unanswered(oos, concepts)
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
         # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
@@ -267,9 +272,16 @@ class Analyzer:
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),
-            other_branch=self._says("other_branch", text),
+            other_branch=self._says("other_branch", text), shifts_topic=self._says("shifts_topic", text),
+            past_oos=frozenset(c for c in oos if c in self._oos_history and all(
+                e.historical for e in entities if e.value == c and not e.negated)),
             search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))
                                  .split()))
+
+    def unanswered(self, oos, concepts) -> tuple:
+        """The out-of-scope concepts the guideline does not answer together with these concepts."""
+        return tuple(c for c in oos
+                     if not any(c == o and others <= set(concepts) for o, others in self.rules.oos_answered_with))
 
     def _says(self, pattern: str, text: str) -> bool:
         return pattern in self._phrasing and bool(self._phrasing[pattern].search(text))

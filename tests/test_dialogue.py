@@ -756,6 +756,54 @@ def test_a_bone_about_to_break_asks_for_the_surgeon_not_the_imaging(assistant, t
     assert ids(talk(assistant, *turns))[0] == expected
 
 
+def test_early_disease_alone_is_out_of_scope_even_as_the_setting_of_the_question(assistant):
+    reply = talk(assistant, "radiotherapy after lumpectomy for DCIS?")
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_early_disease"
+    # Beside advanced disease, or in a conversation about her, it is her past.
+    reply = talk(assistant, "WLE for early BC in 2015, now liver mets - how should we image her?")
+    assert reply.kind == "answer"
+    reply = talk(assistant, "exercise advice for lymphoedema?",
+                 "she hasn't got it yet but had an axillary dissection so she's at risk")
+    assert reply.kind == "answer" and ids(reply)[0] in ("1.5.1", "1.5.2")
+
+
+def test_a_dose_asked_after_the_radiotherapy_for_bone_pain_is_answered_by_its_recommendation(assistant):
+    reply = talk(assistant, "RT for a painful rib met - single fraction?", "and the dose?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.16"
+    reply = talk(assistant, "bisphosphonates for bone mets?", "and the dose?")
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_dosing"
+
+
+def test_a_change_of_subject_said_in_words_carries_nothing_over(assistant):
+    reply = talk(assistant, "what helps cancer-related fatigue?",
+                 "on a different note, MRI shows several brain mets, she's PS 1 and not for surgery")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.19"
+
+
+def test_is_that_one_of_the_updates_of_a_year_asks_the_year_of_the_answer_just_given(assistant, corpus_by_id):
+    first = talk(assistant, "should she have CDT for her lymphoedema?")
+    reply = assistant.respond("was that one of the 2017 changes?", first.state)
+    assert reply.kind == "lookup" and ids(reply) == ids(first)[:1]
+    assert reply.payload["notes"][0].startswith(f"Recommendation {ids(first)[0]} is marked")
+
+
+def test_progression_on_what_the_last_answer_offered_is_her_treatment_history(assistant):
+    reply = talk(assistant, "premenopausal, ER positive, never had tamoxifen - first line?",
+                 "and if she then progresses on it?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.6"
+
+
+def test_research_asked_about_the_topic_keeps_what_was_asked_of_the_treatment(assistant):
+    reply = talk(assistant, "when should trastuzumab be stopped?", "is there research on continuing it?")
+    assert reply.kind == "answer" and ids(reply)[0] == "RR4"
+
+
+def test_the_exceptions_to_an_answer_are_the_other_branch_of_its_decision(assistant):
+    reply = talk(assistant, "is endocrine therapy first line for most ER+ advanced breast cancer?",
+                 "and the exceptions?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.2"
+
+
 def test_ruling_out_what_a_recommendation_is_for_does_not_count_against_it(assistant):
     """'No pain' rules out 1.5.16 (patients with bone metastases and pain), not 1.5.14, whose pain is an aim."""
     reply = talk(assistant, "bone mets found on staging, no pain at all - anything to prevent skeletal events?")

@@ -223,11 +223,29 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("she got paclitaxel first line", "paclitaxel", True),                  # "got" a treatment
     ("s/p resection of a solitary brain met", "surgery", True),             # status post
     ("should she get paclitaxel?", "paclitaxel", False),
+    ("62F, mastectomy 2016, now bone mets", "surgery", True),               # dated in the past
+    ("axillary dissection in 2019, arm now swollen", "oos_early_disease", True),
+    ("letrozole 3 yrs ago, now liver mets", "letrozole", True),
+    ("was the denosumab 2017 update about bone mets?", "oos_uncovered_drug", False),  # a year naming an update
+    ("had resection of the solitary met followed by WBRT, what now?", "whole_brain_radiotherapy", True),
+    ("resection of the solitary met followed by WBRT?", "whole_brain_radiotherapy", False),  # a plan asked
+    ("had resection of the met. followed by WBRT?", "whole_brain_radiotherapy", False),  # another sentence
 ])
 def test_treatment_history(extractor, text, value, historical):
     """ConText-style history: a treatment the patient had or is on describes her, it is not asked about."""
     [e] = [e for e in extractor.extract(text) if e.value == value]
     assert e.historical is historical
+
+
+@pytest.mark.parametrize("text,value,negated", [
+    ("who else should see her apart from the wound care team?", "wound_care", True),
+    ("other than chemotherapy, what are the options?", "chemotherapy", True),
+    ("we've already looked for treatable causes", "treatable_causes", True),   # a check said to be done
+    ("have checked for reversible causes", "treatable_causes", True),
+    ("should we look for treatable causes?", "treatable_causes", False),     # ... not one asked about
+])
+def test_what_is_set_aside_or_already_checked_is_not_asked_about(extractor, text, value, negated):
+    assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
 
 
 def test_multiword_term_with_its_own_negation_is_not_negated(extractor):
