@@ -37,8 +37,8 @@ _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"
-_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"), ("apart", "from"), ("aside", "from"), ("other", "than"),
-                       ("except", "for")}   # "who else apart from the wound team?
+_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"),
+                       ("apart", "from"), ("aside", "from"), ("other", "than")}  # "who else apart from the wound team?"
 # A check said to be done ("we've already looked for treatable causes"): what it looked for is not asked about.
 _DONE_CHECKS = {("looked", "for"), ("checked", "for"), ("screened", "for"), ("tested", "for")}
 _PERFECT = {"already", "'ve", "ve", "have", "has", "had", "been"}
