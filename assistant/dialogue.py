@@ -426,6 +426,10 @@ class Assistant:
                    for i in self.rules.branches.get(unfit[0], []) if not fit[i].conflicting}
         return sorted((i for i, n in selects.items() if n), key=lambda i: (-selects[i], rank.get(i, len(rank))))[:1]
 
+    def _last_offered(self, state: dict) -> frozenset:
+        """The treatments the last answer offered: what "after that" and "progresses on that" are about."""
+        return self.conditions.get(_last_answer(state), {}).get("offers") or frozenset()
+
     def _next_step(self, q: Query, state: dict, followup: bool, fit: dict, result) -> list:
         """What the guideline says comes after a step already taken, if it fits her: after the last answer
         ("and after that?"), or after the step this message says is done ("we've established she wants the
@@ -435,7 +439,7 @@ class Assistant:
         last = _last_answer(state)
         done = None
         if last and self._sequel(q) and (not q.sequel_of or q.sequel_of <= self.extractor.lexicon.closure(
-                self.conditions.get(last, {}).get("offers") or [])):
+                self._last_offered(state))):
             done = last     # "and after that?", "once the chemo's done?" about the chemotherapy just offered
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
@@ -462,8 +466,7 @@ class Assistant:
         if followup and self._sequel(q):
             # "anything to follow on with?" after chemotherapy: the patient has had it. The treatment is the
             # topic's, or else the operation or radiotherapy the last answer offered ("and after that?").
-            last = _last_answer(state)
-            offered = self.conditions.get(last, {}).get("offers") or frozenset()
+            offered = self._last_offered(state)
             treatments = q.sequel_of or topic.get("intervention") or (
                 offered if offered <= self.rules.profile.one_off else []) or history
             had = self.rules.profile.history_facts(treatments)
@@ -478,7 +481,7 @@ class Assistant:
         elif followup and "progression" in q.role_set("event") and not (
                 q.role_set("problem") | q.role_set("intervention") | set(facts.get("prior_therapies") or [])):
             # "what if she progresses on that?": on the treatment the last answer offered.
-            offered = self.conditions.get(_last_answer(state), {}).get("offers") or frozenset()
+            offered = self._last_offered(state)
             progressed = sorted(p for p, t in self.rules.profile.progressed_on.items() if t in offered)
             if progressed:
                 facts["prior_therapies"] = progressed
