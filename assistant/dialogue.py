@@ -117,7 +117,8 @@ def _named_concepts(data: dict) -> set:
         data.get("oos_in_case", [])) | set(data.get("advanced_disease", []))
     names |= {c for group in data.get("oos_answered_with", []) for c in group}
     names |= {c for k, v in data.get("rules_out", {}).items() for c in (k, *v)}
-    names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", []))
+    names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", [])) | \
+        set(data["roles"].get("about_what_precedes", []))
     names |= {c for clar in data["clarifications"] for o in clar["options"] for c in o["concepts"]}
     return names
 
@@ -154,6 +155,7 @@ class DialogueRules:
         branches = [list(d) for d in data.get("decisions", [])] + [
             [i for o in c["options"] for i in o["recommendations"]] for c in self.clarifications]
         self.follows = data.get("follows", {})
+        self.on_progression = data.get("on_progression", {})
         # The patient facts that select an option's recommendations (very poor prognosis -> 1.5.21).
         self.selected_by: dict = {}
         for c in self.clarifications:
@@ -194,7 +196,8 @@ class Assistant:
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
         self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
-        steps = {i for k, v in self.rules.follows.items() for i in (k, *v)} | set(self.rules.branches)
+        steps = {i for m in (self.rules.follows, self.rules.on_progression) for k, v in m.items() for i in (k, *v)} | \
+            set(self.rules.branches)
         unknown = sorted(steps - set(retriever.by_id))
         if unknown:
             # A misspelt recommendation id in the dialogue rules would otherwise fail mid-conversation.
@@ -444,7 +447,17 @@ class Assistant:
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
                          if c.id in self.rules.follows and q.ruled_out & self.retriever.named_in(c.id)), None)
+        elif last and self._progresses(q):
+            # "and when she progresses?" after combination chemotherapy: what the guideline offers on progression.
+            return [i for i in self.rules.on_progression.get(last, []) if not fit[i].conflicting][:1]
         return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
+
+    @staticmethod
+    def _progresses(q: Query) -> bool:
+        """Asks what to do on progression without naming a problem or a treatment of its own ("what if she
+        progresses?"): progression on the treatment just discussed."""
+        return "progression" in q.role_set("event") and not (
+            q.role_set("problem") | q.role_set("intervention") | set(q.facts.get("prior_therapies") or []))
 
     def _history(self, state: dict) -> set:
         """The treatments the patient has had ("progressed on trastuzumab" is a history of trastuzumab)."""
@@ -478,8 +491,7 @@ class Assistant:
             line = facts.get("line_of_therapy") or state.get("line_of_therapy")
             if treatments and line in lines[:-1]:
                 next_line = lines[lines.index(line) + 1]
-        elif followup and "progression" in q.role_set("event") and not (
-                q.role_set("problem") | q.role_set("intervention") | set(facts.get("prior_therapies") or [])):
+        elif followup and self._progresses(q):
             # "what if she progresses on that?": on the treatment the last answer offered.
             offered = self._last_offered(state)
             progressed = sorted(p for p, t in self.rules.profile.progressed_on.items() if t in offered)

@@ -75,11 +75,12 @@ _HISTORY_LABELS = {"DRUG", "THERAPY", "IMAGING", "OUT_OF_SCOPE"}
 _PAST_CONDITION_CUES = [c.split() for c in (
     "after", "had", "has had", "have had", "previous", "previously", "prior", "history of", "hx of", "treated for",
     "following", "post", "since", "years after", "yrs after")]
-# A scan whose findings are being reported ("xray shows a lytic lesion", "lesion on CT", "bone scan done")
-# has been done: it describes the patient, it is not the imaging asked about.
+# A scan whose findings are being reported ("xray shows a lytic lesion", "lesion on CT", "bone scan done",
+# "CT equivocal") has been done: it describes the patient, it is not the imaging asked about.
 _FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "demonstrates", "demonstrated",
                   "confirms", "confirmed", "found", "finds", "reported", "suggests", "suggested", "suggestive",
-                  "done", "came", "was", "were", "report", "reports", ":"}
+                  "done", "came", "was", "were", "report", "reports", ":", "equivocal", "inconclusive",
+                  "indeterminate", "unclear", "normal", "negative", "unremarkable", "abnormal", "clear"}
 _SENTENCE_END = {".", ";", "?", "!"}
 _COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
@@ -91,7 +92,7 @@ _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "
 _HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
 # A team or therapy said to have seen the patient ("the MDT has discussed her", "wound care team saw her").
 _CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "doing", "managing", "involved"}
-_OVER_FILLERS = {"now", "is", "was", "are", "were", "has", "have", "been", "just", "all", "fully", "also",
+_OVER_FILLERS = {"now", "is", "was", "are", "were", "has", "have", "been", "just", "all", "both", "fully", "also",
                  "already", "team", "teams", "nurse", "nurses", "clinic", "service"}  # "chemo has now finished"
 _HISTORY_REACH = 10
 # A treatment or condition dated in the past is history: "ALND 2018", "mastectomy (2015)", "WLE in 2019",

@@ -117,6 +117,7 @@ class Analyzer:
                             **{lab: "aspect" for lab in roles["aspect_labels"]}}
         self._overrides = roles.get("overrides", {})
         self._about_current = frozenset(roles.get("about_current_treatment", []))
+        self._about_preceding = frozenset(roles.get("about_what_precedes", []))
         self._oos_history = frozenset(rules.oos_as_history)
         self._oos_in_case = rules.oos_in_case
         self._reset = [re.compile(p, re.IGNORECASE) for p in rules.reset_patterns]
@@ -226,11 +227,12 @@ class Analyzer:
         # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
         # A question that names nothing of its own ("is that standard?", "how do I manage that?") asks
         # about the clause before it, and what that clause names counts as asked.
-        # A line of therapy asked about ("first line tx?") is the question's own. What follows the question
+        # A line of therapy asked about ("first line tx?") is the question's own; asking for the evidence
+        # is not ("palbociclib + AI, what's the evidence?" asks about palbociclib). What follows the question
         # in a case description ("... chemo first? she says she'll accept the side effects") describes.
         oos_start, oos_end = q_start, (q_end if vignette and q_end < len(text) else len(text))
         if not any(q_start <= e.start and not e.negated and e.label not in _UNSCORED_LABELS
-                   and not lex.concepts[e.value].out_of_scope
+                   and not lex.concepts[e.value].out_of_scope and e.value not in self._about_preceding
                    and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
                    for e in entities):
             oos_start = self._previous_clause_start(text, q_start)

@@ -793,6 +793,42 @@ def test_progression_on_what_the_last_answer_offered_is_her_treatment_history(as
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.6"
 
 
+def test_progression_after_combination_chemotherapy_is_answered_with_what_to_offer_on_progression(assistant):
+    reply = talk(assistant, "is doublet chemotherapy reasonable in advanced breast cancer?",
+                 "what do we do if she then progresses?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.8"
+
+
+def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
+    """The question names only the evidence: it asks about the drug in the clause before it."""
+    reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_uncovered_drug"
+    assert_no_recommendation(reply, corpus_by_id)
+
+
+def test_how_often_to_reassess_her_information_preferences_is_answered_by_the_recommendation(assistant):
+    """"Reassess this as circumstances change" answers how often; a dose or frequency of a drug stays refused."""
+    reply = talk(assistant, "how much information do patients with metastatic disease want?",
+                 "how often should we reassess it?")
+    assert reply.kind == "answer" and ids(reply)[0] in {"1.2.1", "1.2.3"}
+    reply = talk(assistant, "bisphosphonates for bone mets?", "how often should we give it?")
+    assert reply.kind == "abstain"
+
+
+@pytest.mark.parametrize("question, first", [
+    ("lymphoedema: what's been added since the original guideline?", "1.5.1"),
+    ("ER/HER2 retesting at recurrence - is it new since the first version?", "1.1.6"),
+])
+def test_what_is_new_since_an_earlier_version_is_an_update_question(assistant, question, first):
+    reply = assistant.respond(question, {})
+    assert ids(reply)[0] == first and "[20" in reply.text
+
+
+def test_new_since_a_date_in_a_case_is_not_an_update_question(assistant):
+    reply = assistant.respond("back pain new since last week in a woman with known bone mets - imaging?", {})
+    assert reply.kind == "answer"
+
+
 def test_research_asked_about_the_topic_keeps_what_was_asked_of_the_treatment(assistant):
     reply = talk(assistant, "when should trastuzumab be stopped?", "is there research on continuing it?")
     assert reply.kind == "answer" and ids(reply)[0] == "RR4"
@@ -881,7 +917,8 @@ def test_dialogue_rules_naming_a_concept_the_lexicon_lacks_are_refused(rules, ed
 @pytest.mark.parametrize("edit", [
     lambda d: d["follows"].update({"1.3.2": ["1.3.33"]}),
     lambda d: d["decisions"].append(["1.3.1", "1.6.1"]),
-], ids=["follows", "decisions"])
+    lambda d: d["on_progression"].update({"1.3.9": ["1.3.88"]}),
+], ids=["follows", "decisions", "on-progression"])
 def test_dialogue_rules_naming_a_recommendation_the_corpus_lacks_are_refused(assistant, rules, edit):
     import yaml
 

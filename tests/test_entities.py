@@ -210,6 +210,9 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("CT shows a new rib lesion", "ct", True),                              # a scan whose findings are reported
     ("lytic lesion on MRI, what next?", "mri", True),
     ("is an MRI the next test?", "mri", False),
+    ("isotope scan and CT both inconclusive, what next?", "ct", True),    # a result said of a scan
+    ("MRI normal but still in pain", "mri", True),
+    ("is a CT clearer than a bone scan?", "ct", False),
     ("5 years after early breast cancer, now bone mets", "oos_early_disease", True),  # a past condition
     ("adjuvant letrozole for early breast cancer?", "oos_early_disease", False),
     ("the breast MDT has discussed her", "mdt", True),                      # care a team has given
@@ -308,6 +311,15 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("femoral shaft with cortical destruction", "cortical destruction",
      {"impending_fracture", "pathological_fracture"}),
     ("tumour fed by oestrogen", "fed by oestrogen", {"er_positive"}),
+    # Lay and ward words clinicians use for what the guideline names.
+    ("the tumour has broken through the skin", "broken through the skin", {"uncontrolled_local_disease"}),
+    ("she says she has no say in her treatment", "no say", {"involvement_preference"}),
+    ("not sure how to pitch it to her", "how to pitch", {"information_preference"}),
+    ("he is not fit for an operation", "not fit for an operation", {"surgery_not_appropriate", "surgery"}),
+    ("what mmHg should the sleeve be?", "mmhg", {"oos_dosing"}),
+    ("can we signpost her to anyone?", "signpost", {"support_groups"}),
+    ("she accepts extra toxicity", "extra toxicity", {"combination_chemotherapy"}),
+    ("is bone scanning a good way to follow her disease?", "follow her disease", {"monitoring"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
