@@ -799,6 +799,14 @@ def test_progression_after_combination_chemotherapy_is_answered_with_what_to_off
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.8"
 
 
+def test_a_recommendation_for_after_chemotherapy_does_not_lead_for_a_patient_who_has_not_had_it(assistant):
+    """'Chemo or endocrine first?' for an untreated ER+ patient: 1.3.3 (endocrine after first-line chemotherapy)
+    names both treatments, but it is written for patients who have had the chemotherapy."""
+    reply = assistant.respond("69 yo woman, ER positive, bone and lung mets, well, no symptoms. "
+                              "chemo or endocrine first?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.1"
+
+
 def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
     """The question names only the evidence: it asks about the drug in the clause before it."""
     reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})
