@@ -196,6 +196,14 @@ class Assistant:
         self.provenance = provenance(retriever.meta)
         self.heading_concepts = {c for d in retriever.doc_concepts for c, w in d.items() if w == 1.0}
         self.aims = {r["id"]: self._aims(r["text"]) for r in retriever.records}
+        # The scans an assessment recommendation asks for by name ("Assess proximal limb bones ... using bone
+        # scintigraphy and/or plain radiography"), the generic "imaging" aside: done once a message reports
+        # what they showed.
+        lex = self.extractor.lexicon
+        imaging = {c for c, concept in lex.concepts.items() if concept.label == "IMAGING"}
+        generic = {b for c in imaging for b in lex.closure([c], infer=False) - {c}}
+        self.scans = {r["id"]: frozenset(named & imaging - generic)
+                      for r, named in zip(retriever.records, retriever.record_concepts) if r["strength"] == "other"}
         steps = {i for m in (self.rules.follows, self.rules.on_progression) for k, v in m.items() for i in (k, *v)} | \
             set(self.rules.branches)
         unknown = sorted(steps - set(retriever.by_id))
@@ -262,6 +270,12 @@ class Assistant:
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
         fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
+        reported = self._scans_reported(q)
+        if reported:
+            # "x-ray shows a lytic lesion in the femoral neck": the assessment with that scan is done, what
+            # follows it is asked (1.5.17 rather than 1.1.3). Ranked lower, not ruled out.
+            fit = {rid: dataclasses.replace(f, done=True) if self.scans.get(rid, frozenset()) & reported else f
+                   for rid, f in fit.items()}
         if research:
             # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
             # treatment history the patient does not have yet is still to come, not a reason it is not hers.
@@ -451,6 +465,15 @@ class Assistant:
             # "and when she progresses?" after combination chemotherapy: what the guideline offers on progression.
             return [i for i in self.rules.on_progression.get(last, []) if not fit[i].conflicting][:1]
         return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
+
+    @staticmethod
+    def _scans_reported(q: Query) -> frozenset:
+        """The scans whose findings the message reports, unless it asks about imaging itself ("x-ray shows a
+        lytic lesion, does she need an MRI?") or says some is still to do ("no limb imaging done yet")."""
+        scans = [e for e in q.entities if e.label == "IMAGING"]
+        if any(e.negated or not e.historical for e in scans):
+            return frozenset()
+        return frozenset(e.value for e in scans)
 
     @staticmethod
     def _progresses(q: Query) -> bool:

@@ -81,6 +81,7 @@ _FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "de
                   "confirms", "confirmed", "found", "finds", "reported", "suggests", "suggested", "suggestive",
                   "done", "came", "was", "were", "report", "reports", ":", "equivocal", "inconclusive",
                   "indeterminate", "unclear", "normal", "negative", "unremarkable", "abnormal", "clear"}
+_SCANNED_REACH = 6       # "x-ray of her left femur shows": what was scanned, then the finding
 _SENTENCE_END = {".", ";", "?", "!"}
 _COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
@@ -309,6 +310,12 @@ def _historical(doc: Doc, span: Span) -> bool:
     if span.label_ in _HISTORY_LABELS and _DATED_AFTER.match(doc.text, span.end_char):
         return True
     after = [t.lower_ for t in doc[span.end: span.end + 3]]
+    if span.label_ == "IMAGING" and after[:1] == ["of"]:
+        # "plain film of the humerus shows a lytic lesion": what was scanned, then its finding.
+        scanned = [t.lower_ for t in doc[span.end: span.end + _SCANNED_REACH]]
+        scanned = scanned[:next((i for i, w in enumerate(scanned) if w in _CLAUSE_BREAK), len(scanned))]
+        if set(scanned) & _FINDING_AFTER - {"show", "was", "were", "came", "report", "reports"}:
+            return True
     for w in after:
         if w in _HISTORY_AFTER or (span.label_ == "IMAGING" and w in _FINDING_AFTER) or (
                 span.label_ == "THERAPY" and w in _CARE_AFTER):

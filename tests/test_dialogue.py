@@ -807,6 +807,15 @@ def test_a_recommendation_for_after_chemotherapy_does_not_lead_for_a_patient_who
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.1"
 
 
+def test_a_scan_whose_findings_are_reported_is_done_and_what_follows_it_is_asked(assistant):
+    """The assessment with that scan (1.1.3: plain radiography of the proximal limb bones) is behind her; a
+    question that asks for imaging itself still gets it."""
+    reply = assistant.respond("known bone mets. plain film of the humerus shows a big lytic lesion - next step?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.17"
+    reply = assistant.respond("bone scan shows spinal mets; do we need x-rays of her femurs too?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.1.3"
+
+
 def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
     """The question names only the evidence: it asks about the drug in the clause before it."""
     reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})

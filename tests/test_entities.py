@@ -213,6 +213,8 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("isotope scan and CT both inconclusive, what next?", "ct", True),    # a result said of a scan
     ("MRI normal but still in pain", "mri", True),
     ("is a CT clearer than a bone scan?", "ct", False),
+    ("plain film of the humerus shows a lytic lesion", "plain_radiography", True),  # what was scanned, then
+    ("what does an MRI of the spine show?", "mri", False),
     ("5 years after early breast cancer, now bone mets", "oos_early_disease", True),  # a past condition
     ("adjuvant letrozole for early breast cancer?", "oos_early_disease", False),
     ("the breast MDT has discussed her", "mdt", True),                      # care a team has given
