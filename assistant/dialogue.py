@@ -120,6 +120,7 @@ def _named_concepts(data: dict) -> set:
     names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", [])) | \
         set(data["roles"].get("about_what_precedes", []))
     names |= {c for clar in data["clarifications"] for o in clar["options"] for c in o["concepts"]}
+    names |= set(data.get("asks_before", []))
     return names
 
 
@@ -156,6 +157,8 @@ class DialogueRules:
             [i for o in c["options"] for i in o["recommendations"]] for c in self.clarifications]
         self.follows = data.get("follows", {})
         self.on_progression = data.get("on_progression", {})
+        self.before = data.get("before", {})
+        self.asks_before = frozenset(data.get("asks_before", []))
         # The patient facts that select an option's recommendations (very poor prognosis -> 1.5.21).
         self.selected_by: dict = {}
         for c in self.clarifications:
@@ -204,8 +207,8 @@ class Assistant:
         generic = {b for c in imaging for b in lex.closure([c], infer=False) - {c}}
         self.scans = {r["id"]: frozenset(named & imaging - generic)
                       for r, named in zip(retriever.records, retriever.record_concepts) if r["strength"] == "other"}
-        steps = {i for m in (self.rules.follows, self.rules.on_progression) for k, v in m.items() for i in (k, *v)} | \
-            set(self.rules.branches)
+        steps = {i for m in (self.rules.follows, self.rules.on_progression, self.rules.before)
+                 for k, v in m.items() for i in (k, *v)} | set(self.rules.branches)
         unknown = sorted(steps - set(retriever.by_id))
         if unknown:
             # A misspelt recommendation id in the dialogue rules would otherwise fail mid-conversation.
@@ -288,7 +291,7 @@ class Assistant:
         # What would have answered had her facts not ruled it out: for a branch that fits her, or to say so.
         unfit = [] if q.oos else self._unfit_for_patient(result, request, fit)
         branch = (self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
-                  or self._branch_for_patient(unfit, result, fit, patient))
+                  or self._step_before(q, fit, result) or self._branch_for_patient(unfit, result, fit, patient))
         if branch:
             # The decision just answered, for the patient as she now is: not a new search's best guess.
             result = dataclasses.replace(result, candidates=self._promote(result.candidates, branch),
@@ -465,6 +468,17 @@ class Assistant:
             # "and when she progresses?" after combination chemotherapy: what the guideline offers on progression.
             return [i for i in self.rules.on_progression.get(last, []) if not fit[i].conflicting][:1]
         return [i for i in self.rules.follows.get(done, []) if not fit[i].conflicting][:1]
+
+    def _step_before(self, q: Query, fit: dict, result) -> list:
+        """What the guideline says to do before the step that best answers a message asking what comes first
+        ("59F, arm lymphoedema, plan is CDT - anything to do first?": the assessment for treatable factors)."""
+        if q.oos or not result.candidates or not q.role_set("aspect") & self.rules.asks_before:
+            return []
+        step = result.candidates[0].id
+        # The step itself is named ("before CDT"); "what's the first step for lymphoedema?" asks for it.
+        if not self.conditions.get(step, {}).get("offers", frozenset()) & set(q.concepts):
+            return []
+        return [i for i in self.rules.before.get(step, []) if not fit[i].conflicting][:1]
 
     @staticmethod
     def _scans_reported(q: Query) -> frozenset:

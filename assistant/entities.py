@@ -65,6 +65,8 @@ _HISTORY_CUES = [c.split() for c in (
     "been seen by", "was seen by", "already seen by", "been reviewed by", "was reviewed by", "been assessed by",
     "was assessed by", "been discussed at", "was discussed at", "been discussed in", "was discussed in",
     "already discussed at", "known to", "been referred to", "was referred to", "already referred to",
+    "is seeing", "'s seeing", "already seeing", "been seeing", "currently seeing", "pt seeing", "patient seeing",
+    "under the care of", "under the",
     "has done", "have done", "had done", "already done", "'s done", "'s finished", "'s completed",
     "fitted her", "fitted him", "been fitted with",
     "fitted with")]

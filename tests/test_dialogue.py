@@ -807,6 +807,12 @@ def test_a_recommendation_for_after_chemotherapy_does_not_lead_for_a_patient_who
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.1"
 
 
+def test_what_to_do_before_a_named_treatment_is_what_the_guideline_puts_before_it(assistant):
+    """"Assess ... before starting any lymphoedema management programme" (1.5.3) comes before CDT (1.5.4)."""
+    reply = assistant.respond("left arm lymphoedema, we're planning decongestive therapy - anything to do first?", {})
+    assert reply.kind == "answer" and ids(reply)[:2] == ["1.5.3", "1.5.4"]
+
+
 def test_a_scan_whose_findings_are_reported_is_done_and_what_follows_it_is_asked(assistant):
     """The assessment with that scan (1.1.3: plain radiography of the proximal limb bones) is behind her; a
     question that asks for imaging itself still gets it."""
@@ -935,7 +941,8 @@ def test_dialogue_rules_naming_a_concept_the_lexicon_lacks_are_refused(rules, ed
     lambda d: d["follows"].update({"1.3.2": ["1.3.33"]}),
     lambda d: d["decisions"].append(["1.3.1", "1.6.1"]),
     lambda d: d["on_progression"].update({"1.3.9": ["1.3.88"]}),
-], ids=["follows", "decisions", "on-progression"])
+    lambda d: d["before"].update({"1.5.4": ["1.5.33"]}),
+], ids=["follows", "decisions", "on-progression", "before"])
 def test_dialogue_rules_naming_a_recommendation_the_corpus_lacks_are_refused(assistant, rules, edit):
     import yaml
 

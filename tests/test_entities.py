@@ -222,6 +222,9 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("she has been seen by palliative care", "palliative_care", True),
     ("should she be seen by palliative care?", "palliative_care", False),   # ... not care asked about
     ("should the MDT discuss her?", "mdt", False),
+    ("she's seeing palliative care already", "palliative_care", True),      # care she is receiving
+    ("she is under the palliative care team", "palliative_care", True),
+    ("should she be seeing palliative care?", "palliative_care", False),
     ("she's done the bandaging phase", "multilayer_bandaging", True),
     ("who looks after her symptom control?", "palliative_care", False),     # "look after" asks about care
     ("after palliative care review, what next?", "palliative_care", True),
@@ -322,6 +325,9 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("can we signpost her to anyone?", "signpost", {"support_groups"}),
     ("she accepts extra toxicity", "extra toxicity", {"combination_chemotherapy"}),
     ("is bone scanning a good way to follow her disease?", "follow her disease", {"monitoring"}),
+    ("is there any upside to swimming?", "any upside", {"quality_of_life"}),
+    ("she'd leave the decisions to the doctors", "leave the decisions to the doctors", {"involvement_preference"}),
+    ("planning CDT, anything to do first?", "anything to do first", {"before_starting"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
