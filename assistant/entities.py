@@ -33,7 +33,8 @@ _FUZZY_MIN_LEN = 7
 # ("not previously treated with tamoxifen") are matched whole and are not affected.
 # Typed without the apostrophe too, as clinicians do in chat: the tokenizer splits "havent" into "have" "nt".
 _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren't", "wasn't",
-                  "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot", "besides", "except"}
+                  "n't", "nt", "nor", "exclude", "excluded", "excluding", "cannot", "besides", "except",
+                  "declined", "refused"}  # "declined tamoxifen back then": not part of her treatment history
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"

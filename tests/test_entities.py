@@ -184,6 +184,8 @@ def test_negation_stops_at_a_clause_break(extractor):
     ("ER negative disease", "er_negative", False),                 # "negative" inside a term is not a cue
     ("women who havent had tamoxifen", "prior_tamoxifen", True),   # no apostrophe: "have" "nt"
     ("she hasnt had chemo", "prior_chemotherapy", True),
+    ("she declined tamoxifen back then", "tamoxifen", True),      # declined or refused: never had it
+    ("refused chemotherapy in 2019", "chemotherapy", True),
 ])
 def test_negation_cues_before_and_after(extractor, text, value, negated):
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
