@@ -471,7 +471,7 @@ class Assistant:
 
     def _step_before(self, q: Query, fit: dict, result) -> list:
         """What the guideline says to do before the step that best answers a message asking what comes first
-        ("59F, arm lymphoedema, plan is CDT - anything to do first?": the assessment for treatable factors)."""
+        ("arm lymphoedema, we are planning CDT - anything to do first?": the assessment for treatable factors)."""
         if q.oos or not result.candidates or not q.role_set("aspect") & self.rules.asks_before:
             return []
         step = result.candidates[0].id

@@ -60,6 +60,12 @@ def load_questions(path: Path | None = None, records: list | None = None) -> lis
     return items
 
 
+# The code that turns a training question into the encoder's input (Assistant.encoder_text, the analysis and
+# the extractor behind it, the document expansion): a change there changes what the model is trained on.
+TEXT_CODE = tuple(Path(__file__).parent / f for f in ("entities.py", "lexicon.py", "query.py", "profile.py",
+                                                       "dialogue.py", "retrieval.py"))
+
+
 def recipe(base_provenance: dict, path: Path | None = None) -> dict:
     """Everything the fine-tuned weights depend on; a stored model whose recipe differs is stale."""
     from assistant.entities import default_extractor
@@ -74,6 +80,7 @@ def recipe(base_provenance: dict, path: Path | None = None) -> dict:
             # The dialogue rules decide what each training question looks like to the encoder
             # (Assistant.encoder_text: what a follow-up carries over).
             "dialogue_sha256": corpus.sha256_bytes(config.DIALOGUE_RULES_PATH.read_bytes()),
+            "code_sha256": corpus.sha256_bytes(b"".join(f.read_bytes() for f in TEXT_CODE)),
             "hyper": HYPER, "versions": _library_versions()}
 
 

@@ -816,7 +816,8 @@ def test_what_to_do_before_a_named_treatment_is_what_the_guideline_puts_before_i
 def test_a_scan_whose_findings_are_reported_is_done_and_what_follows_it_is_asked(assistant):
     """The assessment with that scan (1.1.3: plain radiography of the proximal limb bones) is behind her; a
     question that asks for imaging itself still gets it."""
-    reply = assistant.respond("known bone mets. plain film of the humerus shows a big lytic lesion - next step?", {})
+    reply = assistant.respond("known bone mets. the x-ray of her humerus shows a large lytic lesion, worried it "
+                              "could fracture. next step?", {})
     assert reply.kind == "answer" and ids(reply)[0] == "1.5.17"
     reply = assistant.respond("bone scan shows spinal mets; do we need x-rays of her femurs too?", {})
     assert reply.kind == "answer" and ids(reply)[0] == "1.1.3"

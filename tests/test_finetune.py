@@ -100,6 +100,16 @@ def test_changed_dialogue_rules_make_the_model_stale(tmp_path, monkeypatch):
     assert not finetune.is_current(finetune.recipe(base))
 
 
+def test_changed_analysis_code_makes_the_model_stale(tmp_path, monkeypatch):
+    """The analysis code decides what each training question looks like to the encoder, as the rules do."""
+    _, base = resolve_model(finetune.BASE_MODEL)
+    assert finetune.is_current(finetune.recipe(base))
+    changed = tmp_path / "entities.py"
+    changed.write_bytes(finetune.TEXT_CODE[0].read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(finetune, "TEXT_CODE", (changed, *finetune.TEXT_CODE[1:]))
+    assert not finetune.is_current(finetune.recipe(base))
+
+
 def test_stale_model_refused_when_rebuild_not_allowed(tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(finetune.MODEL_DIR, model_dir)
