@@ -446,9 +446,13 @@ class Assistant:
                    for i in self.rules.branches.get(unfit[0], []) if not fit[i].conflicting}
         return sorted((i for i, n in selects.items() if n), key=lambda i: (-selects[i], rank.get(i, len(rank))))[:1]
 
+    def _offers(self, rec_id: str | None) -> frozenset:
+        """The treatments a recommendation offers (read from its text: see `_offered`)."""
+        return self.conditions.get(rec_id, {}).get("offers") or frozenset()
+
     def _last_offered(self, state: dict) -> frozenset:
         """The treatments the last answer offered: what "after that" and "progresses on that" are about."""
-        return self.conditions.get(_last_answer(state), {}).get("offers") or frozenset()
+        return self._offers(_last_answer(state))
 
     def _next_step(self, q: Query, state: dict, followup: bool, fit: dict, result) -> list:
         """What the guideline says comes after a step already taken, if it fits her: after the last answer
@@ -476,7 +480,7 @@ class Assistant:
             return []
         step = result.candidates[0].id
         # The step itself is named ("before CDT"); "what's the first step for lymphoedema?" asks for it.
-        if not self.conditions.get(step, {}).get("offers", frozenset()) & set(q.concepts):
+        if not self._offers(step) & set(q.concepts):
             return []
         return [i for i in self.rules.before.get(step, []) if not fit[i].conflicting][:1]
 
