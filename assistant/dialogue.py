@@ -671,6 +671,10 @@ class Assistant:
             her_sites = lex.closure(q.facts.get("metastatic_sites") or [])
             context_sites = {c for c in q.described
                              if c in her_sites or self.rules.profile.attribute_of.get(c) == "metastatic_sites"}
+            # Unless they are all the message is about ("solitary cerebellar met, PS 0, bone disease stable on
+            # an AI - approach?"): then the sites are the topic, searched with the guideline's words.
+            if not {c for c in q.roles if c not in her_sites and c not in context_sites}:
+                context_sites = set()
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts or c in context_sites
                                else DESCRIBED_WEIGHT)
