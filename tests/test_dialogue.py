@@ -832,6 +832,15 @@ def test_metastatic_sites_that_are_all_a_case_names_are_its_topic(assistant):
     assert "1.3.4" not in ids(reply)
 
 
+def test_progression_on_the_treatment_just_offered_named_by_a_pronoun_is_her_history(assistant):
+    """"If she progresses on it, which hormone therapy next?" after an aromatase inhibitor: not the AI again,
+    although the message names an intervention of its own."""
+    reply = assistant.respond("postmenopausal ER+ MBC, AI first line?", {})
+    assert ids(reply)[0] == "1.3.4"
+    reply = assistant.respond("if she progresses on it, which hormone therapy next?", reply.state)
+    assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
+
+
 def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
     """The question names only the evidence: it asks about the drug in the clause before it."""
     reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})
