@@ -499,7 +499,7 @@ class Assistant:
     @staticmethod
     def _progresses(q: Query) -> bool:
         """Asks what to do on progression without naming a problem or a treatment of its own ("what if she
-        progresses?"), or on progression on the one just discussed ("if she progresses on it, which endocrine
+        progresses?"), or names by a pronoun what she progresses on ("if she progresses on it, which endocrine
         therapy next?"): progression on the treatment just discussed."""
         return "progression" in q.role_set("event") and (bool(_ON_IT_RE.search(q.text)) or not (
             q.role_set("problem") | q.role_set("intervention") | set(q.facts.get("prior_therapies") or [])))
