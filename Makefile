@@ -34,6 +34,8 @@ HELDOUT7 := tests/gold/cg81_heldout7.yaml
 HELDOUT8 := tests/gold/cg81_heldout8.yaml
 # A ninth writer, the round after (2026-11-28, fourth session): scored before any change of that round and after.
 HELDOUT9 := tests/gold/cg81_heldout9.yaml
+# A tenth writer, the round after (2026-11-28, fifth session): scored before any change of that round and after.
+HELDOUT10 := tests/gold/cg81_heldout10.yaml
 # Written this round by a third writer from the guideline text alone, for development: its misses were
 # studied and fixed by general rules, so it is reported beside the held-out sets, not as one of them.
 DEV := tests/gold/cg81_dev.yaml
@@ -49,15 +51,17 @@ DEV6 := tests/gold/cg81_dev6.yaml
 DEV7 := tests/gold/cg81_dev7.yaml
 # An eighth, written beside held-out 9: scored once blind, then tuned on.
 DEV8 := tests/gold/cg81_dev8.yaml
+# A ninth, written beside held-out 10: scored once blind, then tuned on.
+DEV9 := tests/gold/cg81_dev9.yaml
 # Scored by `make eval` beside the gold set, no floors: report name = question set.
 SCORED_SETS := heldout=$(HELDOUT) heldout2=$(HELDOUT2) heldout3=$(HELDOUT3) heldout4=$(HELDOUT4) \
                heldout5=$(HELDOUT5) heldout6=$(HELDOUT6) heldout7=$(HELDOUT7) heldout8=$(HELDOUT8) \
-               heldout9=$(HELDOUT9) \
-               dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4) dev5=$(DEV5) dev6=$(DEV6) dev7=$(DEV7) dev8=$(DEV8)
+               heldout9=$(HELDOUT9) heldout10=$(HELDOUT10) \
+               dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4) dev5=$(DEV5) dev6=$(DEV6) dev7=$(DEV7) dev8=$(DEV8) dev9=$(DEV9)
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,
 # multi-turn 0.93, abstention 0.95, exact text 1.0), all met today (README, Figures) with a margin of
-# seven items for top-1, two for recall@3, five for multi-turn. Training is deterministic on a given machine
+# ten items for top-1, two for recall@3, three for multi-turn. Training is deterministic on a given machine
 # (seeded, same thread count); another CPU's kernels could move a borderline item.
 FLOORS := --min top1=0.95 --min recall_at_3=0.99 --min multi_turn_top1=0.93 --min abstention_precision=0.95 \
           --min abstention_recall=0.95 --min exact_text=1.0

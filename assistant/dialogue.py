@@ -50,6 +50,9 @@ _OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+
 # "Provide patients with lymphoedema with at least two suitable compression garments".
 _ASKS_FOR_RE = re.compile(r"^(?:an?|the)\s+(?P<who>.+?)\s+should\s+(?:assess|see)\b"
                           r"|^provide\s+(?:patients\s+with\s+\w+\s+with\s+)?(?P<what>.+?)(?=[:.,;]|$)", re.IGNORECASE)
+# Progression on the treatment just discussed, named by a pronoun ("if she progresses on it").
+_ON_IT_RE = re.compile(r"\b(?:progress\w*|pd|relapse[sd]?|fail(?:s|ed|ing)?)\s+(?:on|through|despite)\s+"
+                       r"(?:it|that|this|them|those|these)\b", re.IGNORECASE)
 # What a recommendation is for, not whom: "... to prevent skeletal-related events and reduce pain". A patient
 # without pain still gets bisphosphonates; the clause is an aim, so ruling it out does not count against it.
 _AIM_RE = re.compile(r"\b(?:to|and|in order to)\s+(?:prevent|reduce|relieve|improve)\b[^.;]*", re.IGNORECASE)
@@ -496,9 +499,10 @@ class Assistant:
     @staticmethod
     def _progresses(q: Query) -> bool:
         """Asks what to do on progression without naming a problem or a treatment of its own ("what if she
-        progresses?"): progression on the treatment just discussed."""
-        return "progression" in q.role_set("event") and not (
-            q.role_set("problem") | q.role_set("intervention") | set(q.facts.get("prior_therapies") or []))
+        progresses?"), or names by a pronoun what she progresses on ("if she progresses on it, which endocrine
+        therapy next?"): progression on the treatment just discussed."""
+        return "progression" in q.role_set("event") and (bool(_ON_IT_RE.search(q.text)) or not (
+            q.role_set("problem") | q.role_set("intervention") | set(q.facts.get("prior_therapies") or [])))
 
     def _history(self, state: dict) -> set:
         """The treatments the patient has had ("progressed on trastuzumab" is a history of trastuzumab)."""
@@ -671,6 +675,10 @@ class Assistant:
             her_sites = lex.closure(q.facts.get("metastatic_sites") or [])
             context_sites = {c for c in q.described
                              if c in her_sites or self.rules.profile.attribute_of.get(c) == "metastatic_sites"}
+            # Unless they are all the message is about ("solitary cerebellar met, PS 0, bone disease stable on
+            # an AI - approach?"): then the sites are the topic, searched with the guideline's words.
+            if not {c for c in q.roles if c not in her_sites and c not in context_sites}:
+                context_sites = set()
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts or c in context_sites
                                else DESCRIBED_WEIGHT)

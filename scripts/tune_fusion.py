@@ -1,4 +1,4 @@
-"""Grid search of the fusion weights and thresholds on a gold set (documented in docs/retrieval.md).
+"""Grid search of the fusion weights and thresholds on a gold set (documented in docs/design.md, Retrieval).
 
 Prints the best settings; it changes nothing. Check any choice against the held-out set afterwards.
 """

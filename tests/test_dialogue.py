@@ -823,6 +823,24 @@ def test_a_scan_whose_findings_are_reported_is_done_and_what_follows_it_is_asked
     assert reply.kind == "answer" and ids(reply)[0] == "1.1.3"
 
 
+def test_metastatic_sites_that_are_all_a_case_names_are_its_topic(assistant):
+    """Sites beside other patient facts describe her, unless nothing else is asked about: then they are the
+    subject, not the treatment she is stable on."""
+    reply = assistant.respond("61F, single 2cm parietal brain met, PS 1, rest of her disease stable on letrozole. "
+                              "what now?", {})
+    assert ids(reply)[0] == "1.5.18"
+    assert "1.3.4" not in ids(reply)
+
+
+def test_progression_on_the_treatment_just_offered_named_by_a_pronoun_is_her_history(assistant):
+    """"If she progresses on it, which hormone therapy next?" after an aromatase inhibitor: not the AI again,
+    although the message names an intervention of its own."""
+    reply = assistant.respond("postmenopausal ER+ MBC, AI first line?", {})
+    assert ids(reply)[0] == "1.3.4"
+    reply = assistant.respond("if she progresses on it, which hormone therapy next?", reply.state)
+    assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
+
+
 def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
     """The question names only the evidence: it asks about the drug in the clause before it."""
     reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})

@@ -330,6 +330,14 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("is there any upside to swimming?", "any upside", {"quality_of_life"}),
     ("she'd leave the decisions to the doctors", "leave the decisions to the doctors", {"involvement_preference"}),
     ("planning CDT, anything to do first?", "anything to do first", {"before_starting"}),
+    ("each doctor tells her a different story", "different story", {"information"}),
+    ("does she get chances to ask questions?", "chances to ask", {"information"}),
+    ("he used to want loads of detail", "loads of detail", {"information_preference"}),
+    ("one drug after another, or a doublet?", "one drug after another", {"sequential_therapy"}),
+    ("are combos worth it in MBC?", "combos", {"combination_chemotherapy", "chemotherapy"}),
+    ("memantine alongside whole brain RT?", "memantine", {"oos_uncovered_drug"}),
+    ("what's the effective radiation dose of a bone scan?", "effective radiation dose", {"oos_other_topic"}),
+    ("brain met, bone dz stable on letrozole", "bone dz stable", {"controlled_extracranial_disease"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
