@@ -303,6 +303,13 @@ class Assistant:
                  "dense_text": request.dense_text,
                  "candidates": [(c.id, c.score, c.dense, c.bm25, c.concept, request.factors.get(c.id, 1.0))
                                 for c in result.candidates]}
+        if research and self.abstain and not q.oos and result.candidates and \
+                self._research_off_topic(result, q, carried):
+            # Checked before the score threshold: the research recommendations on other topics score low
+            # too, and "none on this topic" is the truthful answer, not "nothing found".
+            reason = "no_research_on_topic"
+            return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), state,
+                         query=request.text, trace=trace)
         if (q.oos and self.abstain) or result.abstained:
             reason = "out_of_scope:" + ",".join(q.oos) if q.oos else result.reason
             unfit = unfit if reason == "low_score" else []
@@ -321,11 +328,6 @@ class Assistant:
                 kept = {**kept, "topic": self._new_topic(q, state.get("topic") or {}, followup, carried)[1] or None}
             return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), kept,
                          query=request.text, trace=trace)
-        if research and self.abstain and self._research_off_topic(result, q, carried):
-            reason = "no_research_on_topic"
-            return Reply("abstain", answer.abstention_text(reason), answer.abstention_payload(reason), state,
-                         query=request.text, trace=trace)
-
         # Asked which agent or option ("which endocrine therapy?"): kept for the follow-ups that refine it.
         choice, new_topic = self._new_topic(q, topic, followup, carried)
         new_state = {**state, **profile, "topic": new_topic or None, "pending_clarification": None}

@@ -15,7 +15,7 @@ PROFILE_SLOTS = ("sex", "age_group", "menopausal_status", "er_status", "her2_sta
                  "metastatic_sites", "line_of_therapy", "clinical_status")
 MATCH_BONUS = 0.12      # per applicability group in which the record names the patient's fact
 CONFLICT_FACTOR = 0.35  # the record is written for another patient group, history or line
-UNMET_FACTOR = 0.85     # the record requires a treatment history the patient is not known to have
+UNMET_FACTOR = 0.80     # the record requires a treatment history the patient is not known to have
 DONE_FACTOR = 0.7       # the record asks for care the patient has had (an MDT's assessment, CDT)
 
 
