@@ -102,11 +102,12 @@ install: $(VENV)/.installed $(RVENV)/.installed ## create both virtual environme
 
 # ------------------------------------------------------------------ build
 $(INDEX): $(VENV)/.installed guideline_corpus/cg81_source.txt guideline_corpus/terminology/cg81_lexicon.yaml \
-          guideline_corpus/finetune/cg81_train_questions.yaml $(wildcard assistant/*.py)
+          guideline_corpus/finetune/cg81_train_questions.yaml \
+          guideline_corpus/terminology/cg81_dialogue.yaml $(wildcard assistant/*.py)
 	$(PY) -m assistant build
 
 .PHONY: build
-build: $(INDEX) ## parse the guideline, fine-tune the encoder (~2 min), build the index (each only when stale)
+build: $(INDEX) ## parse the guideline, fine-tune the encoder (~8 min), build the index (each only when stale)
 
 $(MODEL): $(RVENV)/.installed $(RASA_DATA) assistant/rasa/lexicon_extractor.py \
           guideline_corpus/terminology/cg81_lexicon.yaml
