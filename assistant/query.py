@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from assistant.entities import REC_ID_LABEL, affirmed_concepts, without_spans
 from assistant.privacy import PLACEHOLDERS
 
+RESEARCH_CONCEPT = "research"    # the lexicon concept of questions about research, trials or evidence
 _YEAR_RE = re.compile(r"\b(20[0-3]\d)\b")
 # Where the channel removed a patient identifier: no part of the question, so not searched.
 _PLACEHOLDERS = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
@@ -101,7 +102,7 @@ class Query:
 
     @property
     def research(self) -> bool:
-        return "research" in self.concepts
+        return RESEARCH_CONCEPT in self.concepts
 
 
 class Analyzer:
@@ -128,6 +129,7 @@ class Analyzer:
         self._phrasing = {k: re.compile(p, re.IGNORECASE) for k, p in rules.phrasing.items()}
         self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
         self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
+        self._dated_evidence = re.compile(rules.update["dated_evidence"], re.IGNORECASE)
 
     def role(self, concept: str) -> str | None:
         if concept in self._overrides:
@@ -148,6 +150,16 @@ class Analyzer:
     def analyse(self, text: str) -> Query:
         entities = tuple(self.extractor.extract(text))
         lex = self.lexicon
+        rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
+        years = tuple(int(y) for y in _YEAR_RE.findall(text))
+        # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
+        # an update word, or an update phrase on its own. A year in a case history is not enough.
+        update = any(p.search(text) for p in self._update_phrases) or bool(
+            (years or rec_ids) and (self._update_words.search(text) or (years and _GUIDELINE_WORDS.search(text))))
+        if update:
+            # "How old is the evidence behind the PET-CT recs?": the review the year tag dates, not research.
+            entities = tuple(e for e in entities
+                             if not (e.value == RESEARCH_CONCEPT and self._dated_evidence.search(e.text)))
         # A finding that rules something out ("bloods all normal") negates its mentions ("Hb, TSH").
         ruled = {c for e in entities if not e.negated for c in self.rules.rules_out.get(e.value, ())}
         if ruled:
@@ -163,7 +175,6 @@ class Analyzer:
         concepts = frozenset(affirmed_concepts(lex, [e for e in entities if e not in asked])
                              | lex.closure((e.value for e in asked), infer=False) | lex.closure(history))
         negated = frozenset(e.value for e in entities if e.negated and e.label != REC_ID_LABEL) | ruled
-        rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
         facts = self.rules.profile.facts_of(concepts, order=[e.value for e in entities])
         age, sex = self._age_sex(text)
         if sex and "sex" not in facts and "menopausal_status" not in facts:
@@ -254,12 +265,7 @@ class Analyzer:
             m.start() + offset <= e.start and e.end <= m.end() + offset for m in sequel)), infer=False))
         # "dose of RT for a painful rib met": the guideline states that dose (1.5.16).
         oos = self.unanswered(oos, concepts)
-        years = tuple(int(y) for y in _YEAR_RE.findall(text))
         words = len(re.findall(r"[A-Za-z0-9+]+", text))
-        # "what changed in 2017?", "is 1.1.6 new?", "recs added in the last update": a year or an ID with
-        # an update word, or an update phrase on its own. A year in a case history is not enough.
-        update = any(p.search(text) for p in self._update_phrases) or bool(
-            (years or rec_ids) and (self._update_words.search(text) or (years and _GUIDELINE_WORDS.search(text))))
         return Query(
             text=text, entities=entities, concepts=concepts, negated=negated, rec_ids=rec_ids, facts=facts,
             age=age, roles=roles, asked=frozenset(asked), described=frozenset(described),

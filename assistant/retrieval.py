@@ -19,6 +19,7 @@ import numpy as np
 from assistant import config, corpus
 from assistant.entities import REC_ID_LABEL, EntityExtractor, affirmed_concepts, default_extractor, without_spans
 from assistant.memo import BoundedMemo
+from assistant.query import RESEARCH_CONCEPT
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ RESEARCH_ABSTAIN_BELOW = 0.25  # research asked and the research recommendation 
 MIN_ANSWER_SCORE = 0.30   # lower-ranked candidates are shown only above this
 UNSCORED_LABELS = {"CONDITION", "OUT_OF_SCOPE", REC_ID_LABEL}
 MENTION_WEIGHT = 0.7      # concept only in a record's text, not in its section or subsection heading
-RESEARCH_CONCEPT = "research"
 RESEARCH_NOT_ASKED = 0.0  # research recommendations are never answers unless research is asked about
 RESEARCH_ASKED = 1.0
 PRACTICE_WHEN_RESEARCH = 0.3  # asked about research: practice recommendations rank below research ones

@@ -841,6 +841,20 @@ def test_progression_on_the_treatment_just_offered_named_by_a_pronoun_is_her_his
     assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
 
 
+@pytest.mark.parametrize("message,expected", [
+    ("bisphosphonates for bone mets - how old is the evidence behind that?", {"1.5.14", "1.5.15"}),
+    ("what year is the evidence behind the PET-CT recommendations from?", {"1.1.5", "1.1.8"}),
+])
+def test_the_age_of_the_evidence_behind_a_topic_is_an_update_question(assistant, corpus_by_id, message, expected):
+    """The year tag dates the evidence review ("[2014] indicates that the evidence was reviewed"): asked how old
+    the evidence is, the answer is the topic's recommendations with their years, not a research search."""
+    reply = assistant.respond(message, {})
+    assert reply.kind == "answer" and set(ids(reply)[:2]) == expected
+    assert all(f"[{corpus_by_id[i]['year']}]" in reply.text for i in ids(reply))
+    # Without the update question the evidence is asked about as research.
+    assert assistant.analyzer.analyse("what's the evidence behind PET-CT for staging?").research
+
+
 def test_asking_for_the_evidence_on_a_drug_cg81_does_not_cover_is_out_of_scope(assistant, corpus_by_id):
     """The question names only the evidence: it asks about the drug in the clause before it."""
     reply = assistant.respond("ribociclib plus letrozole for ER+ metastatic disease - what does the evidence say?", {})

@@ -338,6 +338,8 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("memantine alongside whole brain RT?", "memantine", {"oos_uncovered_drug"}),
     ("what's the effective radiation dose of a bone scan?", "effective radiation dose", {"oos_other_topic"}),
     ("brain met, bone dz stable on letrozole", "bone dz stable", {"controlled_extracranial_disease"}),
+    ("progressed on paclitaxel, go on to another agent?", "another agent", {"sequential_therapy"}),
+    ("her care is fragmented between the teams", "fragmented", {"supportive_care"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
