@@ -38,6 +38,8 @@ HELDOUT9 := tests/gold/cg81_heldout9.yaml
 HELDOUT10 := tests/gold/cg81_heldout10.yaml
 # An eleventh writer (2026-11-28, sixth session): scored only at the end of that round, blind.
 HELDOUT11 := tests/gold/cg81_heldout11.yaml
+# A twelfth writer (2026-11-28, seventh session): scored blind against the round's starting code and at its end.
+HELDOUT12 := tests/gold/cg81_heldout12.yaml
 # Written this round by a third writer from the guideline text alone, for development: its misses were
 # studied and fixed by general rules, so it is reported beside the held-out sets, not as one of them.
 DEV := tests/gold/cg81_dev.yaml
@@ -59,6 +61,7 @@ DEV9 := tests/gold/cg81_dev9.yaml
 SCORED_SETS := heldout=$(HELDOUT) heldout2=$(HELDOUT2) heldout3=$(HELDOUT3) heldout4=$(HELDOUT4) \
                heldout5=$(HELDOUT5) heldout6=$(HELDOUT6) heldout7=$(HELDOUT7) heldout8=$(HELDOUT8) \
                heldout9=$(HELDOUT9) heldout10=$(HELDOUT10) heldout11=$(HELDOUT11) \
+               heldout12=$(HELDOUT12) \
                dev=$(DEV) dev3=$(DEV3) dev4=$(DEV4) dev5=$(DEV5) dev6=$(DEV6) dev7=$(DEV7) dev8=$(DEV8) dev9=$(DEV9)
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,

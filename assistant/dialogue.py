@@ -145,6 +145,7 @@ class DialogueRules:
         self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement", "other_branch",
                                               "shifts_topic") if data.get(k)}
         self.sequel = data.get("sequel")
+        self.services_in_care = data.get("services_in_care")
         self.oos_as_history = data.get("oos_as_history", [])
         self.oos_in_case = frozenset(data.get("oos_in_case", []))
         self.advanced_disease = frozenset(data.get("advanced_disease", []))
@@ -276,12 +277,13 @@ class Assistant:
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
         fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
-        reported = self._scans_reported(q)
+        reported, asked_scans = self._scans_reported(q)
         if reported:
             # "x-ray shows a lytic lesion in the femoral neck": the assessment with that scan is done, what
-            # follows it is asked (1.5.17 rather than 1.1.3). Ranked lower, not ruled out.
-            fit = {rid: dataclasses.replace(f, done=True) if self.scans.get(rid, frozenset()) & reported else f
-                   for rid, f in fit.items()}
+            # follows it is asked (1.5.17 rather than 1.1.3). Ranked lower, not ruled out; an assessment with a
+            # scan the message asks for ("bone scan shows spinal mets; x-rays of her femurs too?") stays.
+            fit = {rid: dataclasses.replace(f, done=True) if self.scans.get(rid, frozenset()) & reported
+                   and not self.scans.get(rid, frozenset()) & asked_scans else f for rid, f in fit.items()}
         if research:
             # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
             # treatment history the patient does not have yet is still to come, not a reason it is not hers.
@@ -490,13 +492,14 @@ class Assistant:
         return [i for i in self.rules.before.get(step, []) if not fit[i].conflicting][:1]
 
     @staticmethod
-    def _scans_reported(q: Query) -> frozenset:
-        """The scans whose findings the message reports, unless it asks about imaging itself ("x-ray shows a
-        lytic lesion, does she need an MRI?") or says some is still to do ("no limb imaging done yet")."""
+    def _scans_reported(q: Query) -> tuple:
+        """(the scans whose findings the message reports, the scans it asks about: "US and MRI inconclusive.
+        next imaging?"). None reported if it says some imaging is still to do ("no limb imaging done yet")."""
         scans = [e for e in q.entities if e.label == "IMAGING"]
-        if any(e.negated or not e.historical for e in scans):
-            return frozenset()
-        return frozenset(e.value for e in scans)
+        if any(e.negated for e in scans):
+            return frozenset(), frozenset()
+        return (frozenset(e.value for e in scans if e.historical),
+                frozenset(e.value for e in scans if not e.historical))
 
     @staticmethod
     def _progresses(q: Query) -> bool:
@@ -643,7 +646,11 @@ class Assistant:
             # "and if it had been in the liver instead?" swaps that one fact and keeps the rest of the question.
             if q.corrects or self._compatible(added or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
-        if not own["aspect"] - {"research"} and (not own["problem"] and not own["intervention"]
+        # Naming again only the treatment being discussed ("what's the next scan for that?" about equivocal
+        # imaging) is the same question: its aspects stay.
+        restated = bool(own["intervention"]) and own["intervention"] <= old["intervention"] and not own["problem"] \
+            and (q.refers_back or q.elliptical)
+        if not own["aspect"] - {"research"} and (not own["problem"] and not own["intervention"] or restated
                                                  or (q.corrects and q.elliptical and not own["intervention"])):
             # Research asked about the topic ("any research on carrying it on?") is about all of it.
             carried["aspect"] = old["aspect"]
@@ -675,12 +682,14 @@ class Assistant:
         context_sites = set()
         if q.sites_as_context:
             her_sites = lex.closure(q.facts.get("metastatic_sites") or [])
-            context_sites = {c for c in q.described
+            context_sites = {c for c in q.described | q.asked
                              if c in her_sites or self.rules.profile.attribute_of.get(c) == "metastatic_sites"}
             # Unless they are all the message is about ("solitary cerebellar met, PS 0, bone disease stable on
             # an AI - approach?"): then the sites are the topic, searched with the guideline's words.
             if not {c for c in q.roles if c not in her_sites and c not in context_sites}:
                 context_sites = set()
+        for c in context_sites & q.asked:
+            weights[c] = PROFILE_WEIGHT
         for c in q.described:
             weights.setdefault(c, PROFILE_WEIGHT * DESCRIBED_WEIGHT if c in q.profile_concepts or c in context_sites
                                else DESCRIBED_WEIGHT)
@@ -696,6 +705,20 @@ class Assistant:
         expanded = set(q.concepts) | carried_concepts
         # Nor are they spelled out in the search ("lung mets" -> "visceral organ involvement").
         expanded -= context_sites
+        history = lex.closure(e.value for e in q.entities if e.historical and not e.negated) - set(q.roles)
+        if set(q.roles) - history:
+            # A message about something else ("been on zoledronate for two years, new painful rib lesion"): the
+            # treatment she has had or is on is her history, not spelled out as a topic.
+            expanded -= history
+        if q.asked - q.profile_concepts:
+            # A case description around a question of its own ("very anxious, wants all the info. How do we
+            # give her information?"): the aspects it describes are searched only in the clinician's own
+            # words (they still weigh, at DESCRIBED_WEIGHT, among the concepts).
+            # What the patient has or had (liver full of mets, bilirubin climbing) is still spelled out: it
+            # decides among the treatments asked about; how she feels ("very anxious") is not the question.
+            # Nor is what qualifies the treatment asked about ("MRI inconclusive. next imaging?": equivocal imaging).
+            expanded -= {c for c in set(q.described) - set(q.asked) if self.analyzer.role(c) not in ("problem", "event")
+                         and not (lex.closure([c]) - {c}) & set(q.asked)}
         text = f"{q.search_text} {self.retriever.expansion_of(expanded)}".strip()
         factors = {rid: f.factor for rid, f in fit.items()}
         fits = {rid: len(f.matched) for rid, f in fit.items() if not f.conflicting}

@@ -7,7 +7,7 @@ spaCy 3.4 resolves the factory's type hints at run time.
 
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import spacy
@@ -86,6 +86,7 @@ _FINDING_AFTER = {"shows", "showed", "shown", "show", "reveals", "revealed", "de
                   "indeterminate", "unclear", "normal", "negative", "unremarkable", "abnormal", "clear"}
 _SCANNED_REACH = 6       # "x-ray of her left femur shows": what was scanned, then the finding
 _SENTENCE_END = {".", ";", "?", "!"}
+_LIST_JOINS = {",", "and", "or", "nor", "/"}
 _COORDINATION = {"and", "then", "+", "&", "plus", ",", "followed", "by", "/"}
 _HISTORY_WINDOW = 3
 # Words that only qualify the treatment between a history cue and the treatment ("had 6 cycles of
@@ -235,10 +236,17 @@ class EntityExtractor:
 
     def _extract(self, text: str) -> tuple:
         doc = self.nlp(text)
-        out, previous = [], None
+        out, previous, last = [], None, None
         for e in doc.ents:
             historical = e.label_ in _HISTORY_LABELS and (_historical(doc, e) or _coordinated(doc, previous, e))
-            out.append(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, _negated(doc, e), historical))
+            negated = _negated(doc, e) or _listed_after(doc, last, e)
+            last = (e, negated)
+            if historical and e.label_ == "IMAGING" and previous and not previous[1] and \
+                    previous[0].label_ == "IMAGING" and _coordinated(doc, (previous[0], True), e):
+                # "CT and bone scan both equivocal": the finding reported after the second scan is of both.
+                i = next(k for k in range(len(out) - 1, -1, -1) if out[k].start == previous[0].start_char)
+                out[i] = replace(out[i], historical=True)
+            out.append(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, negated, historical))
             if e.label_ in _HISTORY_LABELS or e.label_ == "PRIOR_THERAPY":
                 previous = (e, historical or e.label_ == "PRIOR_THERAPY")
         return tuple(out)
@@ -274,6 +282,18 @@ def _negated(doc: Doc, span: Span) -> bool:
     while after and after[0] in _POST_FILLERS:     # "causes have been looked for and excluded"
         after.pop(0)
     return bool(after and after[0] in _POST_NEGATION and (after[0] != "ruled" or after[1:2] == ["out"]))
+
+
+def _listed_after(doc: Doc, last, span: Span) -> bool:
+    """An item of a list whose first item a cue before it negates ("we've excluded anaemia, thyroid, low mood"):
+    the same kind of concept right after it, standing alone up to the next comma ("no anaemia, TFTs normal" and
+    "no brain mets, liver mets present" are not)."""
+    if last is None or not last[1] or last[0].label_ != span.label_:
+        return False
+    between = [t.lower_ for t in doc[last[0].end: span.start]]
+    if not between or len(between) > 2 or not set(between) <= _LIST_JOINS:
+        return False
+    return span.end == len(doc) or doc[span.end].lower_ in _LIST_JOINS | _SENTENCE_END | {"-", "–", "—"}
 
 
 def _coordinated(doc: Doc, previous, span: Span) -> bool:

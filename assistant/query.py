@@ -33,6 +33,8 @@ _CLAUSE_SPLIT = re.compile(
     r"(?<=[.?!;])\s+|\n+|\s+[-\u2013\u2014]+\s+|:\s+"
     r"|,\s*(?=(?:so\s+|and\s+|but\s+)?(?:what|which|how|should|would|could|can|do|does|is|are|any|when|who|whats|"
     r"what's|next|now)\b)", re.IGNORECASE)
+# Between the services of a list: commas, slashes, '&', 'and', '+'.
+_LIST_SEP = r"\s*(?:,\s*(?:and\s+)?|/|&|\band\b|\+|\.{2,})\s*"
 _QUESTION_CUE = re.compile(
     r"\?|^\s*(?:so\s+|and\s+|but\s+|ok,?\s+)?(?:what|which|how|should|would|could|can|do|does|is|are|any|when|who|"
     r"whats|what's|next|options?|management|mgmt|plan|treatment|tx|recommend|advice|role of|best)\b"
@@ -130,6 +132,10 @@ class Analyzer:
         self._update_words = re.compile(rules.update["words"], re.IGNORECASE)
         self._update_phrases = [re.compile(p, re.IGNORECASE) for p in rules.update["phrases"]]
         self._dated_evidence = re.compile(rules.update["dated_evidence"], re.IGNORECASE)
+        services = rules.services_in_care
+        self._services = re.compile(
+            rf"(?:{services['lead']})\s+(?P<services>(?:{services['service']})\b(?:{_LIST_SEP}(?:{services['service']})\b)+)",
+            re.IGNORECASE) if services else None
 
     def role(self, concept: str) -> str | None:
         if concept in self._overrides:
@@ -149,6 +155,11 @@ class Analyzer:
 
     def analyse(self, text: str) -> Query:
         entities = tuple(self.extractor.extract(text))
+        if self._services:
+            # The services she already sees ("between onc, palliative and her GP") are her care so far: the
+            # teams named there are no topic (the question is how that care is organised).
+            listed = [m.span("services") for m in self._services.finditer(text)]
+            entities = tuple(e for e in entities if not any(a <= e.start and e.end <= b for a, b in listed))
         lex = self.lexicon
         rec_ids = tuple(dict.fromkeys(e.value for e in entities if e.label == REC_ID_LABEL))
         years = tuple(int(y) for y in _YEAR_RE.findall(text))
@@ -160,16 +171,19 @@ class Analyzer:
             # "How old is the evidence behind the PET-CT recs?": the review the year tag dates, not research.
             entities = tuple(e for e in entities
                              if not (e.value == RESEARCH_CONCEPT and self._dated_evidence.search(e.text)))
-        # A finding that rules something out ("bloods all normal") negates its mentions ("Hb, TSH").
+        question, q_start, q_end = self._question_part(text)
+        # A finding that rules something out ("bloods all normal") negates its mentions ("Hb, TSH") -- in the
+        # description; a question after it asks about that very thing ("wants to know everything but her
+        # husband says not to tell her much. how do we pitch info?").
         ruled = {c for e in entities if not e.negated for c in self.rules.rules_out.get(e.value, ())}
         if ruled:
-            entities = tuple(dataclasses.replace(e, negated=True) if e.value in ruled else e for e in entities)
+            entities = tuple(dataclasses.replace(e, negated=True)
+                             if e.value in ruled and not (0 < q_start <= e.start) else e for e in entities)
         history = {h for e in entities if e.historical
                    for h in [self.rules.profile.history(e.value, negated=e.negated)] if h}
         # A treatment asked about in the question after a description ("progressed on tamoxifen. Is an
         # aromatase inhibitor next?") is not history: it takes no part in the history inferences
         # ('aromatase inhibitor' + 'progression' -> progressed on an AI).
-        question, q_start, q_end = self._question_part(text)
         asked = [e for e in entities if q_start > 0 and e.start >= q_start and not e.historical
                  and e.label in _TREATMENT_LABELS and not e.negated]
         concepts = frozenset(affirmed_concepts(lex, [e for e in entities if e not in asked])

@@ -985,3 +985,74 @@ def test_dialogue_rules_naming_a_recommendation_the_corpus_lacks_are_refused(ass
     edit(data)
     with pytest.raises(ValueError, match="recommendations the corpus lacks"):
         Assistant(assistant.retriever, DialogueRules(data, rules.profile.lexicon))
+
+
+def test_the_services_a_patient_already_sees_are_her_care_not_the_team_asked_about(assistant):
+    """"Under the oncologists, the hospice and her GP": those teams are where her care is; the question is who
+    joins it up (1.4.1, key worker), not the palliative care team's assessment (1.5.13)."""
+    listed = "under the oncologists, the hospice and her GP, and nobody is joining things up"
+    assert "palliative_care" not in assistant.analyzer.analyse(listed).roles
+    reply = assistant.respond(f"{listed}. who should hold it together?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.4.1"
+    # Teams asked about, not listed as her care, stay the topic.
+    asked = assistant.analyzer.analyse("should palliative care and the wound care team both see her fungating tumour?")
+    assert asked.roles.get("palliative_care") == "intervention"
+
+
+def test_a_treatment_she_is_already_on_is_past_and_not_the_topic(assistant):
+    """On a bisphosphonate for two years with a new painful rib lesion: starting one (1.5.14) is behind her,
+    radiotherapy for the pain (1.5.16) is the question; with no bisphosphonate yet, 1.5.14 leads."""
+    reply = assistant.respond("known bone mets, on zoledronate for two years. now a new painful rib lesion - "
+                              "how do we treat the pain?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.5.16"
+    assert "on_bisphosphonate" in reply.state["prior_therapies"]
+    reply = assistant.respond("newly diagnosed bone mets, no pain, anything to prevent fractures?", {})
+    assert ids(reply)[0] == "1.5.14"
+
+
+def test_what_a_description_rules_out_is_still_asked_when_the_question_asks_it(assistant):
+    """"She wants to know everything" settles her preference for information in a description ('not asked
+    again'), but a question after it about how much to tell her asks exactly that."""
+    message = ("she wants to know everything but her husband asks us not to say much. "
+               "how much information should we give her?")
+    q = assistant.analyzer.analyse(message)
+    assert [e.negated for e in q.entities if e.value == "information_preference"] == [False]
+    reply = assistant.respond(message, {})
+    assert reply.kind == "answer" and ids(reply)[0] in {"1.2.1", "1.2.3"}
+    # In the description alone it is settled: not searched again.
+    q = assistant.analyzer.analyse("she wants to know everything and she's asked about how much information she "
+                                   "wants. what else do we need to do?")
+    assert all(e.negated for e in q.entities if e.value == "information_preference")
+
+
+def test_how_the_patient_feels_in_a_case_description_does_not_take_over_the_question(assistant):
+    """"Very distressed and tearful" describes her (supportive care, 1.4.1); the question is about tools to
+    help her choose (1.2.4)."""
+    reply = assistant.respond("55F with ABC, very distressed and tearful. she wants to be involved in choosing "
+                              "between the options - what tools help?", {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.2.4"
+
+
+def test_a_follow_up_naming_only_the_treatment_discussed_keeps_the_question(assistant):
+    """"Which scan next for that?" after an equivocal CT is still about equivocal imaging (1.1.4, MRI), not
+    imaging in general."""
+    reply = talk(assistant, "CT shows an indeterminate lesion in T11, could be a met or degenerative",
+                 "which scan should we do next for that?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.1.4"
+    assert "equivocal_imaging" in reply.state["topic"]["aspect"]
+
+
+def test_scans_reported_before_a_question_about_imaging_are_done(assistant):
+    """"CT and bone scan both equivocal": the axial assessment with those scans (1.1.2) is behind her, the
+    next imaging asked about is MRI (1.1.4)."""
+    reply = talk(assistant, "imaging for suspected mets in the spine?", "CT and bone scan both equivocal")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.1.4"
+
+
+def test_sites_in_a_one_line_case_select_among_treatments_rather_than_being_searched(assistant):
+    """"58M ER positive MBC with liver and bone mets, first line treatment?": his sites describe him, as his sex
+    and receptors do; 'liver' is not searched as 'significant visceral organ involvement' (1.3.2)."""
+    q = assistant.analyzer.analyse("58M ER positive MBC with liver and bone mets, first line treatment?")
+    assert q.sites_as_context and q.described == frozenset()     # one clause: no description part
+    reply = assistant.respond(q.text, {})
+    assert reply.kind == "answer" and ids(reply)[0] == "1.3.7"

@@ -213,6 +213,8 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
     ("lytic lesion on MRI, what next?", "mri", True),
     ("is an MRI the next test?", "mri", False),
     ("isotope scan and CT both inconclusive, what next?", "ct", True),    # a result said of a scan
+    ("CT and bone scan both equivocal", "ct", True),                        # ... and of the scan joined to it
+    ("CT and bone scan - which is better for spinal mets?", "ct", False),
     ("MRI normal but still in pain", "mri", True),
     ("is a CT clearer than a bone scan?", "ct", False),
     ("plain film of the humerus shows a lytic lesion", "plain_radiography", True),  # what was scanned, then
@@ -253,6 +255,8 @@ def test_treatment_history(extractor, text, value, historical):
     ("we've already looked for treatable causes", "treatable_causes", True),   # a check said to be done
     ("have checked for reversible causes", "treatable_causes", True),
     ("should we look for treatable causes?", "treatable_causes", False),     # ... not one asked about
+    ("we've excluded anaemia, thyroid, low mood, still exhausted", "supportive_care", True),  # a negated list
+    ("no anaemia, low mood is the main thing", "supportive_care", False),  # ... not a clause of its own
 ])
 def test_what_is_set_aside_or_already_checked_is_not_asked_about(extractor, text, value, negated):
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
