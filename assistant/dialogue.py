@@ -282,8 +282,8 @@ class Assistant:
             # "x-ray shows a lytic lesion in the femoral neck": the assessment with that scan is done, what
             # follows it is asked (1.5.17 rather than 1.1.3). Ranked lower, not ruled out; an assessment with a
             # scan the message asks for ("bone scan shows spinal mets; x-rays of her femurs too?") stays.
-            fit = {rid: dataclasses.replace(f, done=True) if self.scans.get(rid, frozenset()) & reported
-                   and not self.scans.get(rid, frozenset()) & asked_scans else f for rid, f in fit.items()}
+            done = {rid for rid, scans in self.scans.items() if scans & reported and not scans & asked_scans}
+            fit = {rid: dataclasses.replace(f, done=True) if rid in done else f for rid, f in fit.items()}
         if research:
             # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
             # treatment history the patient does not have yet is still to come, not a reason it is not hers.
@@ -705,11 +705,11 @@ class Assistant:
         expanded = set(q.concepts) | carried_concepts
         # Nor are they spelled out in the search ("lung mets" -> "visceral organ involvement").
         expanded -= context_sites
-        history = lex.closure(e.value for e in q.entities if e.historical and not e.negated) - set(q.roles)
-        if set(q.roles) - history:
+        had = lex.closure(e.value for e in q.entities if e.historical and not e.negated) - set(q.roles)
+        if set(q.roles) - had:
             # A message about something else ("been on zoledronate for two years, new painful rib lesion"): the
             # treatment she has had or is on is her history, not spelled out as a topic.
-            expanded -= history
+            expanded -= had
         if q.asked - q.profile_concepts:
             # A case description around a question of its own ("very anxious, wants all the info. How do we
             # give her information?"): the aspects it describes are searched only in the clinician's own

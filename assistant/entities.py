@@ -236,19 +236,20 @@ class EntityExtractor:
 
     def _extract(self, text: str) -> tuple:
         doc = self.nlp(text)
-        out, previous, last = [], None, None
+        out, last = [], None
+        previous = None     # the last treatment-like span: (span, historical, its index in out)
         for e in doc.ents:
-            historical = e.label_ in _HISTORY_LABELS and (_historical(doc, e) or _coordinated(doc, previous, e))
+            # A treatment joined to one the patient has had ("had surgery and then WBRT") is history too.
+            joined = previous is not None and _joined(doc, previous[0], e)
+            historical = e.label_ in _HISTORY_LABELS and (_historical(doc, e) or (joined and previous[1]))
             negated = _negated(doc, e) or _listed_after(doc, last, e)
             last = (e, negated)
-            if historical and e.label_ == "IMAGING" and previous and not previous[1] and \
-                    previous[0].label_ == "IMAGING" and _coordinated(doc, (previous[0], True), e):
+            if historical and joined and not previous[1] and e.label_ == previous[0].label_ == "IMAGING":
                 # "CT and bone scan both equivocal": the finding reported after the second scan is of both.
-                i = next(k for k in range(len(out) - 1, -1, -1) if out[k].start == previous[0].start_char)
-                out[i] = replace(out[i], historical=True)
+                out[previous[2]] = replace(out[previous[2]], historical=True)
             out.append(Entity(e.start_char, e.end_char, e.text, e.label_, e.kb_id_, negated, historical))
             if e.label_ in _HISTORY_LABELS or e.label_ == "PRIOR_THERAPY":
-                previous = (e, historical or e.label_ == "PRIOR_THERAPY")
+                previous = (e, historical or e.label_ == "PRIOR_THERAPY", len(out) - 1)
         return tuple(out)
 
     def extract(self, text: str) -> list:
@@ -296,12 +297,10 @@ def _listed_after(doc: Doc, last, span: Span) -> bool:
     return span.end == len(doc) or doc[span.end].lower_ in _LIST_JOINS | _SENTENCE_END | {"-", "–", "—"}
 
 
-def _coordinated(doc: Doc, previous, span: Span) -> bool:
-    """A treatment joined to one the patient has had ("had surgery and then WBRT", "AC + docetaxel")
-    is history too."""
-    if previous is None or not previous[1]:
-        return False
-    between = [t.lower_ for t in doc[previous[0].end: span.start]]
+def _joined(doc: Doc, first: Span, span: Span) -> bool:
+    """The span is joined to the one before it ("surgery and then WBRT", "AC + docetaxel", "CT and bone
+    scan")."""
+    between = [t.lower_ for t in doc[first.end: span.start]]
     if len(between) <= 3 and all(w in _COORDINATION for w in between):
         return True
     # "had resection of the single met followed by WBRT": what followed it in the same sentence.
