@@ -1008,6 +1008,10 @@ def test_a_treatment_she_is_already_on_is_past_and_not_the_topic(assistant):
     assert "on_bisphosphonate" in reply.state["prior_therapies"]
     reply = assistant.respond("newly diagnosed bone mets, no pain, anything to prevent fractures?", {})
     assert ids(reply)[0] == "1.5.14"
+    # Denosumab is not a bisphosphonate, and CG81 does not cover it: said so, not read as on a bisphosphonate.
+    reply = assistant.respond("she is already on denosumab, is that ok?", {})
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_uncovered_drug"
+    assert "on_bisphosphonate" not in (reply.state.get("prior_therapies") or [])
 
 
 def test_what_a_description_rules_out_is_still_asked_when_the_question_asks_it(assistant):
