@@ -126,6 +126,12 @@ def not_for_patient_text(ids: list) -> str:
             "of them by number to read it, or tell me more about the patient.")
 
 
+def research_only_note(ids: list) -> str:
+    return (f"NICE CG81 has no recommendation that fits this patient: the closest ({', '.join(ids)}) are written "
+            "for other patient groups or treatment histories. The guideline names her situation as a question "
+            "for research:")
+
+
 def unknown_ids_text(ids: list) -> str:
     return (f"CG81 has no recommendation numbered {', '.join(ids)}. Its recommendations are 1.1.1–1.1.8, "
             "1.2.1–1.2.4, 1.3.1–1.3.12, 1.4.1, 1.5.1–1.5.21 and research recommendations RR1–RR6.")

@@ -26,7 +26,8 @@ from assistant.profile import PROFILE_SLOTS, ProfileRules
 from assistant.query import Analyzer, Query
 
 SLOTS = ("topic", *PROFILE_SLOTS, "pending_clarification", "last_answer_ids")
-_SINCE_RE = re.compile(r"\b(since|after|post)\s+(the\s+)?(original\s+|first\s+)?(cg81\s+)?(20[0-3]\d)\b", re.IGNORECASE)
+_SINCE_RE = re.compile(r"\b(since|after|post|(?:newer|later|more recent) than)\s+(the\s+)?(original\s+|first\s+)?"
+                       r"(cg81\s+)?(20[0-3]\d)\b", re.IGNORECASE)
 # "Since CG81 first came out", "since the original guideline": since its first publication.
 _SINCE_FIRST_RE = re.compile(r"\b(?:since|after)\s+(?:(?:cg81|it|nice|the\s+guidelines?|the\s+guidance)\s+)?(?:was\s+)?"
                              r"(?:first\s+)?(?:came\s+out|published|issued|originally)\b|\bsince\s+the\s+original\b",
@@ -123,7 +124,7 @@ def _named_concepts(data: dict) -> set:
     names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", [])) | \
         set(data["roles"].get("about_what_precedes", []))
     names |= {c for clar in data["clarifications"] for o in clar["options"] for c in o["concepts"]}
-    names |= set(data.get("asks_before", []))
+    names |= set(data.get("asks_before", [])) | {c for cs in data.get("branch_offers", {}).values() for c in cs}
     return names
 
 
@@ -157,7 +158,9 @@ class DialogueRules:
         self.clarifications = data["clarifications"]
         # Branches of one decision, each written for other patients: the data's own, and each clarification's
         # options (their recommendations answer the same question for different patients).
-        branches = [list(d) for d in data.get("decisions", [])] + [
+        self.decisions = [tuple(d) for d in data.get("decisions", [])]
+        self.branch_offers = {rid: frozenset(cs) for rid, cs in data.get("branch_offers", {}).items()}
+        branches = [list(d) for d in self.decisions] + [
             [i for o in c["options"] for i in o["recommendations"]] for c in self.clarifications]
         self.follows = data.get("follows", {})
         self.on_progression = data.get("on_progression", {})
@@ -295,7 +298,8 @@ class Assistant:
         result = self.retriever.search(request, k=8, mode=self.mode, abstain=self.abstain)
         # What would have answered had her facts not ruled it out: for a branch that fits her, or to say so.
         unfit = [] if q.oos else self._unfit_for_patient(result, request, fit)
-        branch = (self._other_branch(q, state, followup, fit) or self._next_step(q, state, followup, fit, result)
+        branch = (self._other_branch(q, state, followup, fit) or self._branches_weighed(q, carried, fit, result)
+                  or self._next_step(q, state, followup, fit, result)
                   or self._step_before(q, fit, result) or self._branch_for_patient(unfit, result, fit, patient))
         if branch:
             # The decision just answered, for the patient as she now is: not a new search's best guess.
@@ -317,10 +321,7 @@ class Assistant:
             unfit = unfit if reason == "low_score" else []
             if unfit:
                 # The question is answered in CG81, but only for other patients: say that, not "no answer".
-                new_state = {**state, **profile}
-                return Reply("abstain", answer.not_for_patient_text(unfit),
-                             answer.abstention_payload("not_for_this_patient"), new_state, query=request.text,
-                             trace=trace)
+                return self._not_for_patient(unfit, q, carried, fit, {**state, **profile}, request, trace)
             # Nothing answered, but patient facts stated in scope are kept for the next question; so is what a
             # description of the patient is about ("new arm swelling, looks like lymphoedema" -> "anything to
             # check before we treat it?").
@@ -343,11 +344,9 @@ class Assistant:
             # Every recommendation that fits the question is written for another patient group or history
             # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
             closest = [c.id for c in ranked[:3] if c.score >= self._min_score() * CONFLICT_SHOWN]
-            reason = "not_for_this_patient"
             # The patient's facts and the topic stay: the next message usually goes on about this patient.
-            return Reply("abstain", answer.not_for_patient_text(closest or [ranked[0].id]),
-                         answer.abstention_payload(reason), {**new_state, "last_answer_ids": None},
-                         query=request.text, trace=trace)
+            return self._not_for_patient(closest or [ranked[0].id], q, carried, fit,
+                                         {**new_state, "last_answer_ids": None}, request, trace)
         notes = self._notes(q, ranked[:1])
         if years:
             tags = self.retriever.updates.get("tags", {})
@@ -428,6 +427,32 @@ class Assistant:
             return []  # treatment since ("she's completed the chemo") moves the patient on: see _next_step
         return sorted(fitting, key=lambda i: -len(fit[i].matched))[:1]
 
+    def _branches_weighed(self, q: Query, carried: dict, fit: dict, result) -> list:
+        """A question weighing the branches of one decision against each other by what each offers ("hormones
+        or chemo first?", "goserelin + tam or chemo?"): that decision answers it, the branch her facts select
+        first (first-line chemotherapy when her disease is imminently life-threatening), then the one this
+        message names ("happy to go through drugs one at a time"), else the better match to the question. A
+        follow-up about her goes on weighing them ("she needs a quick response"). Not once her treatment
+        history has taken her past the decision."""
+        if q.oos:
+            return []
+        weighed = set(q.asked) | self.extractor.lexicon.closure(carried.get("intervention", []))
+        top = {c.id for c in result.candidates[:3]}
+        for decision in self.rules.decisions:
+            offers = {i: self._offers(i) | self.rules.branch_offers.get(i, frozenset()) for i in decision}
+            # Both treatments named in a question about something else ("help her choose between endocrine
+            # therapy and chemotherapy": decision aids) do not make the decision the answer.
+            if not all(offers[i] & weighed for i in decision) or not top & set(decision):
+                continue
+            if any(set(fit[i].conflicting) & ({"treatment_history"} | self.rules.profile.preconditions)
+                   for i in decision):
+                return []
+            rank = {c.id: n for n, c in enumerate(result.candidates)}
+            fitting = [i for i in decision if not fit[i].conflicting]
+            return sorted(fitting, key=lambda i: (-len(fit[i].matched), not offers[i] & q.asked,
+                                                  rank.get(i, len(rank))))
+        return []
+
     @staticmethod
     def _resolve_tie(ranked: list, q: Query, state: dict, followup: bool) -> list:
         """A follow-up that points back ("do we need to revisit that later on?") means what was just answered:
@@ -472,6 +497,9 @@ class Assistant:
         if last and self._sequel(q) and (not q.sequel_of or q.sequel_of <= self.extractor.lexicon.closure(
                 self._last_offered(state))):
             done = last     # "and after that?", "once the chemo's done?" about the chemotherapy just offered
+        elif last and q.sequel and q.role_set("intervention") & {
+                t for i in self.rules.follows.get(last, []) for t in self._offers(i)}:
+            done = last     # "should she get rehab after?" names what the guideline says follows it
         elif q.ruled_out:
             done = next((c.id for c in result.candidates[:3]
                          if c.id in self.rules.follows and q.ruled_out & self.retriever.named_in(c.id)), None)
@@ -647,9 +675,12 @@ class Assistant:
             if q.corrects or self._compatible(added or own["problem"], old["intervention"]):
                 carried["intervention"] = old["intervention"]
         # Naming again only the treatment being discussed ("what's the next scan for that?" about equivocal
-        # imaging) is the same question: its aspects stay.
-        restated = bool(own["intervention"]) and own["intervention"] <= old["intervention"] and not own["problem"] \
-            and (q.refers_back or q.elliptical)
+        # imaging), or another of its kind in its place ("not bone scan - what about PET-CT for that?" about
+        # monitoring the response), is the same question: its aspects stay.
+        lex = self.extractor.lexicon.concepts
+        kind = {lex[c].label for c in old["intervention"]}
+        restated = bool(own["intervention"]) and not own["problem"] and (q.refers_back or q.elliptical) and (
+            own["intervention"] <= old["intervention"] or {lex[c].label for c in own["intervention"]} <= kind)
         if not own["aspect"] - {"research"} and (not own["problem"] and not own["intervention"] or restated
                                                  or (q.corrects and q.elliptical and not own["intervention"])):
             # Research asked about the topic ("any research on carrying it on?") is about all of it.
@@ -764,6 +795,31 @@ class Assistant:
             return set()
         return {e.value for e in self.extractor.extract(next(g for g in m.groups() if g))
                 if e.label in ("DRUG", "THERAPY") and not e.negated}
+
+    def _not_for_patient(self, closest: list, q: Query, carried: dict, fit: dict, state: dict, request,
+                         trace: dict) -> Reply:
+        """No recommendation fits the patient. Where the guideline names her very situation as a question for
+        research (RR2: postmenopausal, ER-positive, progressed on an aromatase inhibitor), that research
+        recommendation is its answer, shown as such; otherwise it is said plainly, without quoting the others."""
+        research = self._research_for_patient(q, carried, fit)
+        if research is None:
+            return Reply("abstain", answer.not_for_patient_text(closest), answer.abstention_payload(
+                "not_for_this_patient"), state, query=request.text, trace=trace)
+        notes = [answer.research_only_note(closest)]
+        answers = [answer.answer_item(self.retriever.by_id[research], None)]
+        return Reply("answer", answer.answer_text(answers, notes=notes),
+                     answer.payload(answers, reason="not_for_this_patient", notes=notes),
+                     {**state, "last_answer_ids": [research]}, query=request.text, trace=trace)
+
+    def _research_for_patient(self, q: Query, carried: dict, fit: dict) -> str | None:
+        """The research recommendation written for this patient's history (its treatment-history condition
+        matched, none conflicting) on the treatment asked about."""
+        asked = self.extractor.lexicon.closure(q.role_set("intervention") | set(carried.get("intervention", [])))
+        for rid, f in fit.items():
+            if self.retriever.by_id[rid]["kind"] == "research" and not f.conflicting and \
+                    set(f.matched) & self.rules.profile.preconditions and asked & self.retriever.named_in(rid):
+                return rid
+        return None
 
     @staticmethod
     def _unfit_for_patient(result, request, fit: dict) -> list:

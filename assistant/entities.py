@@ -61,7 +61,7 @@ _HISTORY_CUES = [c.split() for c in (
     "failure of", "failing", "treated with", "pretreated with", "exposed to", "responded to", "responding to",
     "response to", "she's on", "he's on", "on adjuvant", "adjuvant", "neoadjuvant", "since", "given", "started",
     "commenced", "s / p", "status post", "got", "has got", "was given", "been given", "underwent",
-    "went through", "gone through",
+    "went through", "gone through", "never any", "never on", "never been on", "never received", "never taken",
     # Care given by a team or a clinic: "been seen by ortho", "known to palliative care", "has done her CDT".
     "been seen by", "was seen by", "already seen by", "been reviewed by", "was reviewed by", "been assessed by",
     "was assessed by", "been discussed at", "was discussed at", "been discussed in", "was discussed in",

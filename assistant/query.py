@@ -26,7 +26,8 @@ _AGE_SEX_RE = re.compile(r"\b(?P<age>\d{2,3})\s?(?:y/?o|yrs?|years?)?\s?(?P<sex>
 _SEX_AGE_RE = re.compile(r"\b(?P<sex>[FfMm])\s?(?P<age>\d{2,3})\b(?!\s*(?:%|mg|gy|cm|mm|kg))")
 _AGE_RE = re.compile(
     r"\b(?:aged?\s*(?P<a1>\d{2,3})\b|(?P<a2>\d{2,3})\s*-?\s*(?:y/o|yo|y\.o\.|yrs? old|years? old|-year-old|"
-    r"year old|yr old)\b|(?:woman|lady|female|man|male|gentleman|gent|chap|pt|patient)\s*,?\s*(?P<a3>\d{2})\b"
+    r"year old|yr old)\b|(?:woman|lady|female|man|male|gentleman|gent|chap|pt|patient|she'?s|he'?s|she is|he is)"
+    r"\s*,?\s*(?P<a3>\d{2})\b"
     r"(?!\s*(?:%|mg|gy|cm|mm|kg|cycles?|weeks?|months?|days?|yrs?|years?|fractions?|mets?)))", re.IGNORECASE)
 _DECADE_RE = re.compile(r"\b(?:in )?(?:her|his|their|the) (?P<d>[2-9]0)'?s\b", re.IGNORECASE)
 _CLAUSE_SPLIT = re.compile(

@@ -432,11 +432,27 @@ def test_research_only_when_asked_and_on_the_topic_in_context(assistant):
 
 
 def test_no_recommendation_for_this_patient_is_said_plainly(assistant, corpus_by_id):
-    reply = talk(assistant, "postmenopausal ER+ MBC progressing on anastrozole", "what hormone therapy next?")
+    reply = talk(assistant, "ER+ MBC in a man, progressed on tamoxifen", "what hormone therapy next?")
     assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
     assert_no_recommendation(reply, corpus_by_id)
     assert "no recommendation that fits this patient" in reply.text
-    assert reply.state["prior_therapies"] == ["progressed_on_ai"]       # the patient is kept for what follows
+    assert reply.state["sex"] == "male"                                  # the patient is kept for what follows
+
+
+def test_her_situation_named_for_research_is_shown_as_research_not_as_advice(assistant, corpus_by_id):
+    """No recommendation fits after progression on an aromatase inhibitor; RR2 asks exactly that question
+    for her, so it is quoted, headed as a research recommendation and introduced by 'no recommendation'."""
+    reply = talk(assistant, "postmenopausal ER+ MBC progressing on anastrozole", "what hormone therapy next?")
+    assert reply.kind == "answer" and ids(reply) == ["RR2"]
+    assert reply.payload["reason"] == "not_for_this_patient"
+    assert "no recommendation that fits this patient" in reply.payload["notes"][0]
+    assert "research recommendation RR2" in reply.text and corpus_by_id["RR2"]["text"] in reply.text
+    assert reply.state["prior_therapies"] == ["progressed_on_ai"]
+    # Not for a patient whose history is not the research recommendation's: a man after tamoxifen.
+    assert talk(assistant, "ER+ MBC in a man, progressed on tamoxifen", "what hormone therapy next?").kind == "abstain"
+    # Nor for another treatment than the one the research is about.
+    assert "RR2" not in ids(talk(assistant, "postmenopausal ER+ MBC progressing on anastrozole",
+                                 "should she be seen by the palliative care team?"))
 
 
 @pytest.mark.parametrize("message,expected", [
@@ -838,7 +854,7 @@ def test_progression_on_the_treatment_just_offered_named_by_a_pronoun_is_her_his
     reply = assistant.respond("postmenopausal ER+ MBC, AI first line?", {})
     assert ids(reply)[0] == "1.3.4"
     reply = assistant.respond("if she progresses on it, which hormone therapy next?", reply.state)
-    assert reply.kind == "abstain" and reply.payload["reason"] == "not_for_this_patient"
+    assert reply.payload["reason"] == "not_for_this_patient" and ids(reply) == ["RR2"]
 
 
 @pytest.mark.parametrize("message,expected", [
@@ -1060,3 +1076,91 @@ def test_sites_in_a_one_line_case_select_among_treatments_rather_than_being_sear
     assert q.sites_as_context and q.described == frozenset()     # one clause: no description part
     reply = assistant.respond(q.text, {})
     assert reply.kind == "answer" and ids(reply)[0] == "1.3.7"
+
+
+def test_a_question_weighing_two_branches_of_a_decision_gets_the_branch_for_her(assistant):
+    """"Goserelin + tam or chemo?" weighs endocrine therapy against chemotherapy (1.3.1 / 1.3.2): her liver
+    failing makes it 1.3.2, not the premenopausal endocrine recommendation; a follow-up about her keeps weighing."""
+    reply = talk(assistant, "42F premenopausal ER+ HER2- MBC, liver >60% replaced, LFTs deranged, RUQ pain. "
+                            "goserelin + tam or chemo?")
+    assert ids(reply)[0] == "1.3.2"
+    assert ids(assistant.respond("she knows chemo will be tougher and is up for it", reply.state))[0] == "1.3.2"
+    # Without her facts, the branch for the majority.
+    assert ids(talk(assistant, "ER+ MBC first line: chemo or endocrine?"))[0] == "1.3.1"
+
+
+def test_the_branch_a_follow_up_names_or_her_need_selects_is_the_answer(assistant):
+    first = talk(assistant, "combo chemo vs single agent for progressing MBC?")
+    assert set(ids(first)[:2]) == {"1.3.8", "1.3.9"}
+    reply = assistant.respond("she wants to protect QoL, no rush for response, happy to go through drugs one at a "
+                              "time", first.state)
+    assert ids(reply)[0] == "1.3.8"
+    assert ids(assistant.respond("she needs a quick response, liver mets", first.state))[0] == "1.3.9"
+    assert ids(assistant.respond("she's 80, frail-ish, priority is avoiding toxicity", first.state))[0] == "1.3.8"
+
+
+def test_both_treatments_named_in_a_question_about_something_else_are_not_weighed(assistant):
+    reply = talk(assistant, "Patient wants to be involved in choosing between endocrine therapy and chemotherapy "
+                            "but finds the options confusing.")
+    assert ids(reply)[0].startswith("1.2.")
+
+
+def test_another_q_changes_the_subject(assistant):
+    reply = talk(assistant, "trastuzumab with CNS-only progression - stop?",
+                 "another q: is anyone studying uncontrolled local disease? evidence seems thin")
+    assert ids(reply)[0] == "RR6"
+
+
+def test_an_age_said_in_words_corrects_the_menopausal_status(assistant):
+    reply = talk(assistant, "what endocrine tx 1st line for a postmenopausal woman w ER+ metastatic BC?",
+                 "sorry my mistake - she's 41, still cycling regularly, never had tamoxifen")
+    assert ids(reply)[0] == "1.3.5" and reply.state["menopausal_status"] == "premenopausal"
+
+
+def test_newer_than_a_year_lists_the_later_updates(assistant, corpus_by_id):
+    reply = assistant.respond("anything in CG81 newer than 2009?", {})
+    assert reply.kind == "list" and ids(reply)
+    assert all(corpus_by_id[i]["year"] > 2009 for i in ids(reply))
+
+
+def test_what_follows_named_with_after_is_the_next_step(assistant):
+    """"Should she get rehab after?" after surgery and WBRT for one brain metastasis: 1.5.20, which the
+    guideline says follows, though the message names the rehabilitation itself."""
+    reply = talk(assistant, "single brain met resected, WBRT planned, PS1", "should she get rehab after?")
+    assert ids(reply)[0] == "1.5.20"
+
+
+def test_another_test_in_place_of_the_one_discussed_keeps_the_question(assistant):
+    """"Not bone scan - what about PET-CT for that?" still asks about monitoring the response (1.1.8), not
+    about PET-CT in general (1.1.5)."""
+    reply = talk(assistant, "does bone scan help monitor response in bone mets?",
+                 "ok not bone scan - what about PET-CT for that?")
+    assert ids(reply)[0] == "1.1.8"
+
+
+def test_going_straight_to_a_treatment_asks_for_the_step_before_it(assistant):
+    reply = talk(assistant, "lymphoedema tx?",
+                 "she's got marked arm swelling and wants to go straight to a compression sleeve")
+    assert ids(reply)[0] == "1.5.5"
+
+
+def test_relapse_while_on_the_treatment_discussed_is_progression_on_it(assistant):
+    reply = talk(assistant, "postmenopausal ER+ MBC - AI 1st line?", "she relapsed while on adjuvant letrozole a year ago")
+    assert ids(reply) == ["RR2"] and reply.state["prior_therapies"] == ["progressed_on_ai"]
+
+
+def test_her_wider_needs_widen_the_question_to_supportive_care(assistant):
+    reply = talk(assistant, "MBC pt w cancer fatigue - what should we assess?",
+                 "more broadly she's just relapsed and struggling with money, family, faith stuff")
+    assert ids(reply)[0] == "1.4.1"
+
+
+@pytest.mark.parametrize("turns,reason", [
+    (("when's the next breast MDT",), "out_of_scope:oos_other_topic"),
+    (("cancer fatigue in MBC", "any role for acupuncture or ginseng?"), "out_of_scope:oos_other_topic"),
+    (("MBC pt wants more info about her illness", "what's the Macmillan helpline number?"),
+     "out_of_scope:oos_other_topic"),
+])
+def test_what_the_guideline_does_not_cover_after_a_topic_is_out_of_scope(assistant, turns, reason):
+    reply = talk(assistant, *turns)
+    assert reply.kind == "abstain" and reply.payload["reason"] == reason

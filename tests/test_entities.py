@@ -344,7 +344,21 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("brain met, bone dz stable on letrozole", "bone dz stable", {"controlled_extracranial_disease"}),
     ("progressed on paclitaxel, go on to another agent?", "another agent", {"sequential_therapy"}),
     ("her care is fragmented between the teams", "fragmented", {"supportive_care"}),
+    ("liver >60% replaced, LFTs deranged", "lfts deranged", {"visceral_crisis", "life_threatening"}),
+    ("she's 41, still cycling regularly", "still cycling regularly", {"premenopausal"}),
+    ("what support needs should we be assessing?", "support needs", {"supportive_care"}),
+    ("any role for acupuncture?", "acupuncture", {"oos_other_topic"}),
+    ("what's the Macmillan helpline number?", "helpline number", {"oos_other_topic"}),
+    ("is anyone studying uncontrolled local disease?", "is anyone studying", {"research"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
     assert concepts <= extractor.lexicon.closure([e.value])
+
+
+@pytest.mark.parametrize("text", ["big lytic lesion with >50% of the cortex involved", "nodes involved",
+                                  "liver involved on CT"])
+def test_involved_in_a_description_is_not_her_wish_to_be_involved(extractor, text):
+    """'Involved' said of a bone or a node is the disease, not 1.2's involvement in decisions."""
+    assert "involvement_preference" not in extractor.concepts(text)
+    assert "involvement_preference" in extractor.concepts("she wants to be involved in decisions")

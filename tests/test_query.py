@@ -47,6 +47,13 @@ def analyzer(extractor):
                                     "metastatic_sites": ["visceral_metastases"]}),
     # doses, cycles and percentages are not ages
     ("8 Gy single fraction for 60 mets?", {}),
+    # recurrence while a treatment is given is progression on it; after it is finished, it is not
+    ("she relapsed while on adjuvant letrozole", {"prior_therapies": ["progressed_on_ai"]}),
+    ("relapsed 3 yrs after finishing adjuvant letrozole", {"prior_therapies": ["prior_ai"]}),
+    # an age said in words; "never any hormones" is a history without endocrine therapy
+    ("she's 41, never any hormones", {"age_group": "40s", "prior_therapies": ["no_prior_endocrine"]}),
+    # a wound that smells is the problem, not wound care she has had
+    ("she's got a smelly wound on her chest wall", {}),
 ])
 def test_facts(analyzer, text, facts):
     got = {k: v for k, v in analyzer.analyse(text).facts.items() if not k.startswith("_")}
