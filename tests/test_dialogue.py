@@ -1105,10 +1105,24 @@ def test_both_treatments_named_in_a_question_about_something_else_are_not_weighe
     assert ids(reply)[0].startswith("1.2.")
 
 
-def test_another_q_changes_the_subject(assistant):
-    reply = talk(assistant, "trastuzumab with CNS-only progression - stop?",
-                 "another q: is anyone studying uncontrolled local disease? evidence seems thin")
-    assert ids(reply)[0] == "RR6"
+@pytest.mark.parametrize("turns,first", [
+    # "another q:" changes the subject: research on uncontrolled local disease, not on trastuzumab.
+    (("trastuzumab with CNS-only progression - stop?",
+      "another q: is anyone studying uncontrolled local disease? evidence seems thin"), "RR6"),
+    # What the guideline says follows the last answer, named with "after" (rehabilitation, 1.5.20).
+    (("single brain met resected, WBRT planned, PS1", "should she get rehab after?"), "1.5.20"),
+    # Another test in place of the one discussed keeps the question: monitoring the response (1.1.8).
+    (("does bone scan help monitor response in bone mets?", "ok not bone scan - what about PET-CT for that?"),
+     "1.1.8"),
+    # Going straight to a treatment asks for the step the guideline puts before it (bandaging, 1.5.5).
+    (("lymphoedema tx?", "she's got marked arm swelling and wants to go straight to a compression sleeve"),
+     "1.5.5"),
+    # Her wider needs widen the question from fatigue to supportive care (1.4.1).
+    (("MBC pt w cancer fatigue - what should we assess?",
+      "more broadly she's just relapsed and struggling with money, family, faith stuff"), "1.4.1"),
+], ids=["another q", "rehab after", "test in place", "straight to", "wider needs"])
+def test_follow_ups_as_clinicians_type_them(assistant, turns, first):
+    assert ids(talk(assistant, *turns))[0] == first
 
 
 def test_an_age_said_in_words_corrects_the_menopausal_status(assistant):
@@ -1123,36 +1137,10 @@ def test_newer_than_a_year_lists_the_later_updates(assistant, corpus_by_id):
     assert all(corpus_by_id[i]["year"] > 2009 for i in ids(reply))
 
 
-def test_what_follows_named_with_after_is_the_next_step(assistant):
-    """"Should she get rehab after?" after surgery and WBRT for one brain metastasis: 1.5.20, which the
-    guideline says follows, though the message names the rehabilitation itself."""
-    reply = talk(assistant, "single brain met resected, WBRT planned, PS1", "should she get rehab after?")
-    assert ids(reply)[0] == "1.5.20"
-
-
-def test_another_test_in_place_of_the_one_discussed_keeps_the_question(assistant):
-    """"Not bone scan - what about PET-CT for that?" still asks about monitoring the response (1.1.8), not
-    about PET-CT in general (1.1.5)."""
-    reply = talk(assistant, "does bone scan help monitor response in bone mets?",
-                 "ok not bone scan - what about PET-CT for that?")
-    assert ids(reply)[0] == "1.1.8"
-
-
-def test_going_straight_to_a_treatment_asks_for_the_step_before_it(assistant):
-    reply = talk(assistant, "lymphoedema tx?",
-                 "she's got marked arm swelling and wants to go straight to a compression sleeve")
-    assert ids(reply)[0] == "1.5.5"
-
-
 def test_relapse_while_on_the_treatment_discussed_is_progression_on_it(assistant):
-    reply = talk(assistant, "postmenopausal ER+ MBC - AI 1st line?", "she relapsed while on adjuvant letrozole a year ago")
+    reply = talk(assistant, "postmenopausal ER+ MBC - AI 1st line?",
+                 "she relapsed while on adjuvant letrozole a year ago")
     assert ids(reply) == ["RR2"] and reply.state["prior_therapies"] == ["progressed_on_ai"]
-
-
-def test_her_wider_needs_widen_the_question_to_supportive_care(assistant):
-    reply = talk(assistant, "MBC pt w cancer fatigue - what should we assess?",
-                 "more broadly she's just relapsed and struggling with money, family, faith stuff")
-    assert ids(reply)[0] == "1.4.1"
 
 
 @pytest.mark.parametrize("turns,reason", [
