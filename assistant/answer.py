@@ -120,16 +120,19 @@ def update_text(year: int, records: list, updates: dict) -> str:
     return "\n".join(lines)
 
 
-def not_for_patient_text(ids: list) -> str:
+def _no_fit(ids: list) -> str:
+    """The one wording of 'nothing fits her', with or without a research recommendation after it."""
     return (f"NICE CG81 has no recommendation that fits this patient: the closest ({', '.join(ids)}) are written "
-            "for other patient groups or treatment histories, so I won't quote them as the answer. Ask for any "
-            "of them by number to read it, or tell me more about the patient.")
+            "for other patient groups or treatment histories")
+
+
+def not_for_patient_text(ids: list) -> str:
+    return (f"{_no_fit(ids)}, so I won't quote them as the answer. Ask for any of them by number to read it, or "
+            "tell me more about the patient.")
 
 
 def research_only_note(ids: list) -> str:
-    return (f"NICE CG81 has no recommendation that fits this patient: the closest ({', '.join(ids)}) are written "
-            "for other patient groups or treatment histories. The guideline names her situation as a question "
-            "for research:")
+    return f"{_no_fit(ids)}. The guideline names her situation as a question for research:"
 
 
 def unknown_ids_text(ids: list) -> str:
