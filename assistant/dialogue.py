@@ -52,6 +52,7 @@ _OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+
 _ASKS_FOR_RE = re.compile(r"^(?:an?|the)\s+(?P<who>.+?)\s+should\s+(?:assess|see)\b"
                           r"|^provide\s+(?:patients\s+with\s+\w+\s+with\s+)?(?P<what>.+?)(?=[:.,;]|$)", re.IGNORECASE)
 # Progression on the treatment just discussed, named by a pronoun ("if she progresses on it").
+_FINDING_END = re.compile(r"[.;!?]|\b(?:also|but|and she|and has)\b", re.I)
 _ON_IT_RE = re.compile(r"\b(?:progress\w*|pd|relapse[sd]?|fail(?:s|ed|ing)?)\s+(?:on|through|despite)\s+"
                        r"(?:it|that|this|them|those|these)\b", re.IGNORECASE)
 # What a recommendation is for, not whom: "... to prevent skeletal-related events and reduce pain". A patient
@@ -115,12 +116,13 @@ def _named_concepts(data: dict) -> set:
         names |= {c for k, v in prof.get(key, {}).items() for c in (k, v)}
     for fact, treatments in prof.get("unsuitable_for", {}).items():
         names |= {fact, *([treatments] if isinstance(treatments, str) else treatments)}
-    for key in ("one_off_treatments", "care_given", "defaults"):
+    for key in ("one_off_treatments", "care_given", "defaults", "early_disease_history"):
         names |= set(prof.get(key, []))
     names |= set(data.get("oos_as_history", [])) | set(data.get("oos_in_description", [])) | set(
         data.get("oos_in_case", [])) | set(data.get("advanced_disease", []))
     names |= {c for group in data.get("oos_answered_with", []) for c in group}
     names |= {c for k, v in data.get("rules_out", {}).items() for c in (k, *v)}
+    names |= {c for k, v in data.get("answered_only_with", {}).items() for c in (k, v["out_of_scope"], *v["with"])}
     names |= set(data["roles"].get("overrides", {})) | set(data["roles"].get("about_current_treatment", [])) | \
         set(data["roles"].get("about_what_precedes", []))
     names |= {c for clar in data["clarifications"] for o in clar["options"] for c in o["concepts"]}
@@ -153,6 +155,8 @@ class DialogueRules:
         self.rules_out = data.get("rules_out", {})
         self.oos_in_description = frozenset(data.get("oos_in_description", []))
         self.oos_answered_with = [(c, frozenset(others)) for c, *others in data.get("oos_answered_with", [])]
+        self.answered_only_with = {c: (v["out_of_scope"], frozenset(v["with"]))
+                                   for c, v in data.get("answered_only_with", {}).items()}
         self.update = data["update"]
         self.choice_question = re.compile(data["choice_question"], re.IGNORECASE)
         self.clarifications = data["clarifications"]
@@ -276,6 +280,12 @@ class Assistant:
             q = dataclasses.replace(q, oos=tuple(c for c in self.analyzer.unanswered(
                 q.oos, set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v))
                 if c not in q.past_oos))
+        context = set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v)
+        outside = tuple(oos for c, (oos, needs) in self.rules.answered_only_with.items()
+                        if c in q.asked and not needs & context and oos not in q.oos)
+        if outside:
+            # "WBRT - what fractionation?": a dose the guideline gives only for bone metastases.
+            q = dataclasses.replace(q, oos=q.oos + outside)
         research = q.research or ("research" in carried.get("aspect", []) and not q.role_set("aspect"))
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
@@ -285,8 +295,17 @@ class Assistant:
             # "x-ray shows a lytic lesion in the femoral neck": the assessment with that scan is done, what
             # follows it is asked (1.5.17 rather than 1.1.3). Ranked lower, not ruled out; an assessment with a
             # scan the message asks for ("bone scan shows spinal mets; x-rays of her femurs too?") stays.
-            done = {rid for rid, scans in self.scans.items() if scans & reported and not scans & asked_scans}
+            # Nor one about a site the findings are not from: "bone scan shows spine and pelvis mets; anything
+            # for her long bones?" still asks for 1.1.3's assessment of the limb bones.
+            elsewhere = self._sites_asked_not_reported(q)
+            done = {rid for rid, scans in self.scans.items() if scans & reported and not scans & asked_scans
+                    and not elsewhere & self.retriever.named_in(rid)}
             fit = {rid: dataclasses.replace(f, done=True) if rid in done else f for rid, f in fit.items()}
+        involved = q.negated & self.rules.profile.care_given
+        if involved and "care_team" in q.role_set("aspect"):
+            # "Who else should be involved, apart from the wound team?": that team is her care already.
+            fit = {rid: dataclasses.replace(f, done=True) if self._offers(rid) & involved else f
+                   for rid, f in fit.items()}
         if research:
             # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
             # treatment history the patient does not have yet is still to come, not a reason it is not hers.
@@ -414,8 +433,9 @@ class Assistant:
             return []
         # Sites she is known to have are described, not asked about ("the lung nodules are small").
         sites = self.extractor.lexicon.closure(set(state.get("metastatic_sites") or []))
-        if {c for c in q.role_set("problem") | q.role_set("intervention")
-                if not self.analyzer.is_profile_concept(c) and c not in sites}:
+        # So is a treatment a statement mentions ("though she's still PS 1 and starting chemo").
+        named = q.role_set("problem") | (q.role_set("intervention") if q.asks else set())
+        if {c for c in named if not self.analyzer.is_profile_concept(c) and c not in sites}:
             return []
         fitting = [i for i in self.rules.branches.get(last, []) if not fit[i].conflicting]
         if q.other_branch:
@@ -429,7 +449,8 @@ class Assistant:
 
     def _branches_weighed(self, q: Query, carried: dict, fit: dict, result) -> list:
         """A question weighing the branches of one decision against each other by what each offers ("hormones
-        or chemo first?", "goserelin + tam or chemo?"): that decision answers it, the branch her facts select
+        or chemo first?", "goserelin + tam or chemo?"), or one branch when her facts select another: that
+        decision answers it, the branch her facts select
         first (first-line chemotherapy when her disease is imminently life-threatening), then the one this
         message names ("happy to go through drugs one at a time"), else the better match to the question. A
         follow-up about her goes on weighing them ("she needs a quick response"). Not once her treatment
@@ -440,9 +461,16 @@ class Assistant:
         top = {c.id for c in result.candidates[:3]}
         for decision in self.rules.decisions:
             offers = {i: self._offers(i) | self.rules.branch_offers.get(i, frozenset()) for i in decision}
+            named = [i for i in decision if offers[i] & weighed]
             # Both treatments named in a question about something else ("help her choose between endocrine
-            # therapy and chemotherapy": decision aids) do not make the decision the answer.
-            if not all(offers[i] & weighed for i in decision) or not top & set(decision):
+            # therapy and chemotherapy": decision aids) do not make the decision the answer. One branch named
+            # ("is endocrine therapy still the right first step for her?") weighs it against the branch her
+            # facts select (her liver failing: 1.3.2), if any does.
+            if not named or not top & set(decision):
+                continue
+            if len(named) < len(decision) and not any(
+                    len(fit[i].matched) > max(len(fit[n].matched) for n in named) and not fit[i].conflicting
+                    for i in decision if i not in named):
                 continue
             if any(set(fit[i].conflicting) & ({"treatment_history"} | self.rules.profile.preconditions)
                    for i in decision):
@@ -528,6 +556,25 @@ class Assistant:
             return frozenset(), frozenset()
         return (frozenset(e.value for e in scans if e.historical),
                 frozenset(e.value for e in scans if not e.historical))
+
+    def _findings(self, q: Query, end: int) -> tuple:
+        """(the scans reported before `end`, the sites named as their findings): sites named after a scan in
+        its own sentence ("isotope scan shows mets spine + pelvis, also aching R thigh": the thigh is a
+        symptom, not a finding)."""
+        scans = [e for e in q.entities if e.label == "IMAGING" and e.historical and e.start < end]
+        spans = [(e.start, e.start + _FINDING_END.search(q.text[e.start:end] + ".").start()) for e in scans]
+        sites = {e.value for e in q.entities if e.label == "MET_SITE" and not e.negated
+                 and any(a <= e.start < b for a, b in spans)}
+        return self.extractor.lexicon.closure(e.value for e in scans), self.extractor.lexicon.closure(sites)
+
+    def _sites_asked_not_reported(self, q: Query) -> set:
+        """The metastatic sites the message asks about when its findings are from other sites."""
+        start = q.text.find(q.question) if q.question and q.question != q.text else -1
+        if start <= 0:
+            return set()
+        asked = {e.value for e in q.entities if e.label == "MET_SITE" and not e.negated and e.start >= start}
+        reported = self._findings(q, start)[1]
+        return asked if reported and not reported & asked else set()
 
     @staticmethod
     def _progresses(q: Query) -> bool:
@@ -696,6 +743,10 @@ class Assistant:
             # "...or check again at some point?" about her preference for information: what is done about it.
             carried["aspect"] = old["aspect"]
         carried["history"] = had
+        # A treatment the message sets aside is not carried ("who else, besides the wound people?"); a problem
+        # it says she has not got still is ("she hasn't got lymphoedema, just at risk").
+        if carried.get("intervention"):
+            carried["intervention"] = set(carried["intervention"]) - q.negated
         return {r: sorted(v) for r, v in carried.items() if v}
 
     def _request(self, q: Query, carried: dict, fit: dict, research: bool):
@@ -801,7 +852,9 @@ class Assistant:
         """No recommendation fits the patient. Where the guideline names her very situation as a question for
         research (RR2: postmenopausal, ER-positive, progressed on an aromatase inhibitor), that research
         recommendation is its answer, shown as such; otherwise it is said plainly, without quoting the others."""
-        research = self._research_for_patient(q, carried, fit)
+        progressed = {self.rules.profile.progressed_on[c] for c in state.get("prior_therapies") or []
+                      if c in self.rules.profile.progressed_on}
+        research = self._research_for_patient(q, carried, fit, progressed)
         if research is None:
             return Reply("abstain", answer.not_for_patient_text(closest), answer.abstention_payload(
                 "not_for_this_patient"), state, query=request.text, trace=trace)
@@ -811,10 +864,12 @@ class Assistant:
                      answer.payload(answers, reason="not_for_this_patient", notes=notes),
                      {**state, "last_answer_ids": [research]}, query=request.text, trace=trace)
 
-    def _research_for_patient(self, q: Query, carried: dict, fit: dict) -> str | None:
+    def _research_for_patient(self, q: Query, carried: dict, fit: dict, progressed: set) -> str | None:
         """The research recommendation written for this patient's history (its treatment-history condition
-        matched, none conflicting) on the treatment asked about."""
-        asked = self.extractor.lexicon.closure(q.role_set("intervention") | set(carried.get("intervention", [])))
+        matched, none conflicting) on the treatment asked about; when a question names no treatment ("what
+        to use after that?"), on the treatment her disease progressed on."""
+        asked = q.role_set("intervention") | set(carried.get("intervention", []))
+        asked = self.extractor.lexicon.closure(asked or (progressed if q.asks else set()))
         for rid, f in fit.items():
             if self.retriever.by_id[rid]["kind"] == "research" and not f.conflicting and \
                     set(f.matched) & self.rules.profile.preconditions and asked & self.retriever.named_in(rid):
@@ -877,6 +932,11 @@ class Assistant:
             chosen = [o for o in options if patient & set(o["concepts"])]
             if len(chosen) != 1 and len(options) == 1:
                 chosen = options
+            if len(chosen) == 1 and all(self.rules.profile.applicability(self.conditions[i], patient).conflicting
+                                        for i in chosen[0]["recommendations"]):
+                # Her facts select an option whose recommendations another of her facts rules out (a single
+                # brain metastasis, but her other disease progressing): not promoted, nor asked about.
+                continue
             if len(chosen) == 1:
                 others = {i for o in rule["options"] if o is not chosen[0] for i in o["recommendations"]}
                 others -= set(chosen[0]["recommendations"])

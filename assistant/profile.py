@@ -60,6 +60,7 @@ class ProfileRules:
         self.defaults = set(data.get("defaults", []))
         self.one_off = frozenset(data.get("one_off_treatments", []))
         self.care_given = frozenset(data.get("care_given", []))
+        self.early_disease = frozenset(data.get("early_disease_history", []))
 
     # ------------------------------------------------------------------ profile
     def facts_of(self, concepts, order=()) -> dict:
@@ -183,7 +184,10 @@ class ProfileRules:
         progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
         progressed |= {t for c in patient if c in self.unsuitable_for for t in self.unsuitable_for[c]}
         # Offered as first-line treatment, but the patient has had it already: past that decision.
-        if conditions.get("line_of_therapy") == frozenset({"first_line"}):
+        # Not when that history was treatment of early disease, finished without relapse on it ("adjuvant tam
+        # finished 10 yrs ago"; not "relapsed while on adjuvant letrozole"), and no later line is stated.
+        early = self.early_disease & patient and not patient & ({"second_line", "third_line"} | set(self.progressed_on))
+        if conditions.get("line_of_therapy") == frozenset({"first_line"}) and not early:
             progressed |= {t for c, t in self.history_treatment.items() if c in patient}
         for group, options in conditions.items():
             if group == "offers":

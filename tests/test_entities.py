@@ -87,6 +87,18 @@ CASES = [
         ("docetaxel", "DRUG", "docetaxel"),
         ("stops working", "COMPLICATION", "progression"),
     ]),
+    # what is prevented stays a concept of its own
+    ("does exercise prevent lymphoedema?", [
+        ("exercise", "THERAPY", "exercise"),
+        ("prevent", "TOPIC", "prevention"),
+        ("lymphoedema", "COMPLICATION", "lymphoedema"),
+    ]),
+    # treatment given for early disease, and how a course of chemotherapy ended
+    ("adjuvant tamoxifen finished 10 yrs ago", [("adjuvant tamoxifen", "PRIOR_THERAPY", "adjuvant_tamoxifen")]),
+    ("progressing on chemo", [("progressing on chemo", "PRIOR_THERAPY", "progressed_on_chemotherapy")]),
+    ("which abx?", [("abx", "OUT_OF_SCOPE", "oos_side_effects")]),
+    ("order them on FP10", [("order them", "OUT_OF_SCOPE", "oos_other_topic"), ("FP10", "OUT_OF_SCOPE",
+                                                                               "oos_other_topic")]),
 ]
 
 
@@ -195,7 +207,7 @@ def test_negation_cues_before_and_after(extractor, text, value, negated):
 @pytest.mark.parametrize("text,value,historical", [
     ("she had 6 cycles of Taxotere", "docetaxel", True),
     ("extracranial disease stable on letrozole", "letrozole", True),
-    ("ER+ pt finished 1st line chemo", "chemotherapy", True),
+    ("ER+ pt finished 1st line docetaxel", "docetaxel", True),
     ("should she have chemo?", "chemotherapy", False),
     ("should she go on endocrine now?", "endocrine_therapy", False),
     ("had a bone scan, should she get chemo?", "chemotherapy", False),  # the cue belongs to the scan

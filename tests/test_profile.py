@@ -88,6 +88,19 @@ def test_applicability(bot, rules, extractor, patient, rec_id, verdict):
         assert fit.factor == CONFLICT_FACTOR
 
 
+def test_early_disease_history_only_lifts_the_first_line_conflict(bot, rules, extractor):
+    """Adjuvant tamoxifen is a prior therapy, but not first-line treatment of advanced disease (1.3.1 still
+    applies); it still rules out "not previously treated with tamoxifen" (1.3.5), and a later line is past 1.3.1."""
+    patient = extractor.lexicon.closure({"adjuvant_tamoxifen", "er_positive", "female"})
+    assert not rules.applicability(bot.conditions["1.3.1"], patient).conflicting
+    assert rules.applicability(bot.conditions["1.3.1"], patient - {"adjuvant_therapy"}).conflicting
+    assert rules.applicability(bot.conditions["1.3.1"], patient | {"second_line"}).conflicting
+    assert rules.applicability(bot.conditions["1.3.5"], patient | {"premenopausal"}).conflicting
+    # Relapse while on the adjuvant treatment: that treatment failed, she is past its first-line decision.
+    relapsed = extractor.lexicon.closure({"adjuvant_ai", "progressed_on_ai", "er_positive", "female"})
+    assert rules.applicability(bot.conditions["1.3.1"], relapsed).conflicting
+
+
 def test_a_required_history_the_patient_is_not_known_to_have_ranks_lower(bot, rules):
     assert rules.applicability(bot.conditions["1.3.3"], set()).unmet == ("chemotherapy_history",)
     assert rules.applicability(bot.conditions["1.3.3"], {"prior_chemotherapy", "chemotherapy"}).unmet == ()

@@ -48,8 +48,16 @@ def analyzer(extractor):
     # doses, cycles and percentages are not ages
     ("8 Gy single fraction for 60 mets?", {}),
     # recurrence while a treatment is given is progression on it; after it is finished, it is not
-    ("she relapsed while on adjuvant letrozole", {"prior_therapies": ["progressed_on_ai"]}),
-    ("relapsed 3 yrs after finishing adjuvant letrozole", {"prior_therapies": ["prior_ai"]}),
+    # (and adjuvant treatment was treatment of early disease: early_disease_history)
+    ("she relapsed while on adjuvant letrozole", {"prior_therapies": ["progressed_on_ai", "adjuvant_therapy"]}),
+    ("relapsed 3 yrs after finishing adjuvant letrozole", {"prior_therapies": ["prior_ai", "adjuvant_therapy"]}),
+    # how a course of chemotherapy ended: on progression, or completed
+    ("progressing on 1st line chemo", {"prior_therapies": ["progressed_on_chemotherapy"],
+                                      "line_of_therapy": "first_line"}),
+    ("ER+ MBC, finished first line chemo", {"er_status": "er_positive", "prior_therapies": ["completed_chemotherapy"]}),
+    # bedbound (PS4): a poor performance status and, with brain metastases, 1.5.19's very poor prognosis
+    ("81F PS4, bedbound", {"sex": "female", "age_group": "80s", "menopausal_status": "postmenopausal",
+                           "clinical_status": ["poor_performance_status", "very_poor_prognosis"]}),
     # an age said in words; "never any hormones" is a history without endocrine therapy
     ("she's 41, never any hormones", {"age_group": "40s", "prior_therapies": ["no_prior_endocrine"]}),
     # a wound that smells is the problem, not wound care she has had
