@@ -75,8 +75,8 @@ SCORED_SETS := heldout=$(HELDOUT) heldout2=$(HELDOUT2) heldout3=$(HELDOUT3) held
 REPORTS := build/reports
 # Regression floors for the gold set, core and REST alike: the issue-8 targets (top-1 0.95, recall@3 0.99,
 # multi-turn 0.93, abstention 0.95, exact text 1.0), all met today (README, Figures) with a margin of
-# 16 items for top-1, three for recall@3, seven for multi-turn. Training is deterministic on a given machine
-# (seeded, same thread count); another CPU's kernels could move a borderline item.
+# 15 items for top-1, three for recall@3, six for multi-turn. Training is seeded but not bit-for-bit
+# reproducible on CPU (two runs of one recipe moved one or two near-tie items per set, gold identical).
 FLOORS := --min top1=0.95 --min recall_at_3=0.99 --min multi_turn_top1=0.93 --min abstention_precision=0.95 \
           --min abstention_recall=0.95 --min exact_text=1.0
 RASA_DATA := $(shell find nlu_data -name '*.yml') domain.yml config.yml

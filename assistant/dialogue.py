@@ -52,9 +52,10 @@ _OFFER_RE = re.compile(r"\b(?:offer|consider)(?: using| offering)?\s+(?P<what>.+
 _ASKS_FOR_RE = re.compile(r"^(?:an?|the)\s+(?P<who>.+?)\s+should\s+(?:assess|see)\b"
                           r"|^provide\s+(?:patients\s+with\s+\w+\s+with\s+)?(?P<what>.+?)(?=[:.,;]|$)", re.IGNORECASE)
 # Progression on the treatment just discussed, named by a pronoun ("if she progresses on it").
-_FINDING_END = re.compile(r"[.;!?]|\b(?:also|but|and she|and has)\b", re.I)
 _ON_IT_RE = re.compile(r"\b(?:progress\w*|pd|relapse[sd]?|fail(?:s|ed|ing)?)\s+(?:on|through|despite)\s+"
                        r"(?:it|that|this|them|those|these)\b", re.IGNORECASE)
+# Where a scan's findings end: the end of its sentence, or a clause adding something else ("also ...").
+_FINDING_END = re.compile(r"[.;!?]|\b(?:also|but|and she|and has)\b", re.IGNORECASE)
 # What a recommendation is for, not whom: "... to prevent skeletal-related events and reduce pain". A patient
 # without pain still gets bisphosphonates; the clause is an aim, so ruling it out does not count against it.
 _AIM_RE = re.compile(r"\b(?:to|and|in order to)\s+(?:prevent|reduce|relieve|improve)\b[^.;]*", re.IGNORECASE)
@@ -450,11 +451,10 @@ class Assistant:
     def _branches_weighed(self, q: Query, carried: dict, fit: dict, result) -> list:
         """A question weighing the branches of one decision against each other by what each offers ("hormones
         or chemo first?", "goserelin + tam or chemo?"), or one branch when her facts select another: that
-        decision answers it, the branch her facts select
-        first (first-line chemotherapy when her disease is imminently life-threatening), then the one this
-        message names ("happy to go through drugs one at a time"), else the better match to the question. A
-        follow-up about her goes on weighing them ("she needs a quick response"). Not once her treatment
-        history has taken her past the decision."""
+        decision answers it, the branch her facts select first (first-line chemotherapy when her disease is
+        imminently life-threatening), then the one this message names ("happy to go through drugs one at a
+        time"), else the better match to the question. A follow-up about her goes on weighing them ("she needs
+        a quick response"). Not once her treatment history has taken her past the decision."""
         if q.oos:
             return []
         weighed = set(q.asked) | self.extractor.lexicon.closure(carried.get("intervention", []))
@@ -557,23 +557,18 @@ class Assistant:
         return (frozenset(e.value for e in scans if e.historical),
                 frozenset(e.value for e in scans if not e.historical))
 
-    def _findings(self, q: Query, end: int) -> tuple:
-        """(the scans reported before `end`, the sites named as their findings): sites named after a scan in
-        its own sentence ("isotope scan shows mets spine + pelvis, also aching R thigh": the thigh is a
-        symptom, not a finding)."""
-        scans = [e for e in q.entities if e.label == "IMAGING" and e.historical and e.start < end]
-        spans = [(e.start, e.start + _FINDING_END.search(q.text[e.start:end] + ".").start()) for e in scans]
-        sites = {e.value for e in q.entities if e.label == "MET_SITE" and not e.negated
-                 and any(a <= e.start < b for a, b in spans)}
-        return self.extractor.lexicon.closure(e.value for e in scans), self.extractor.lexicon.closure(sites)
-
     def _sites_asked_not_reported(self, q: Query) -> set:
-        """The metastatic sites the message asks about when its findings are from other sites."""
+        """The metastatic sites the message asks about when the findings of the scans it reports are from other
+        sites. A finding is a site named after a scan in its own sentence ("isotope scan shows mets spine +
+        pelvis, also aching R thigh": the thigh is a symptom, not a finding)."""
         start = q.text.find(q.question) if q.question and q.question != q.text else -1
         if start <= 0:
             return set()
-        asked = {e.value for e in q.entities if e.label == "MET_SITE" and not e.negated and e.start >= start}
-        reported = self._findings(q, start)[1]
+        sites = [e for e in q.entities if e.label == "MET_SITE" and not e.negated]
+        spans = [(e.start, e.start + _FINDING_END.search(q.text[e.start:start] + ".").start())
+                 for e in q.entities if e.label == "IMAGING" and e.historical and e.start < start]
+        asked = {e.value for e in sites if e.start >= start}
+        reported = self.extractor.lexicon.closure(e.value for e in sites if any(a <= e.start < b for a, b in spans))
         return asked if reported and not reported & asked else set()
 
     @staticmethod
