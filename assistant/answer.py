@@ -17,7 +17,7 @@ ABSTAIN_REASONS = {
     "oos_prognosis": "prognosis or survival estimates",
     "oos_cost": "costs",
     "oos_other_topic": "that topic",
-    "oos_biomarker_testing": "biomarker or genomic testing",
+    "oos_biomarker_testing": "biomarker, tumour marker or genomic testing",
     "oos_bone_health": "bone health or osteoporosis",
     "oos_uncovered_complication": "that complication",
     "oos_side_effects": "side effects",

@@ -83,6 +83,11 @@ class Reply:
     trace: dict = field(default_factory=dict)  # weights, carried topic and scored candidates
 
 
+def _mark_done(fit: dict, done: set) -> dict:
+    """The applicability with these recommendations marked as done for the patient (ranked lower)."""
+    return {rid: dataclasses.replace(f, done=True) if rid in done else f for rid, f in fit.items()}
+
+
 def _last_answer(state: dict) -> str | None:
     """The recommendation the last answer led with, if any: what "that" and "after that" refer to."""
     return (state.get("last_answer_ids") or [None])[0]
@@ -274,16 +279,15 @@ class Assistant:
             # A statement that goes on about the patient ("jaundiced, needs a fast response, happy to accept the
             # side effects") describes her: what it names is not asked about.
             q = dataclasses.replace(q, oos=())
+        # What the message names, and what it carried over from the topic, as if it had named it.
+        context = set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v)
         if followup and q.oos:
             # "what dose?" after "single fraction RT for painful bone mets?": the topic carried over is what
-            # the guideline answers it with (1.5.16's 8 Gy), as if the message had named it. Early disease in
-            # her past is history in a conversation about her ("had axillary clearance so at risk").
-            q = dataclasses.replace(q, oos=tuple(c for c in self.analyzer.unanswered(
-                q.oos, set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v))
-                if c not in q.past_oos))
-        context = set(q.concepts) | self.extractor.lexicon.closure(c for v in carried.values() for c in v)
-        outside = tuple(oos for c, (oos, needs) in self.rules.answered_only_with.items()
-                        if c in q.asked and not needs & context and oos not in q.oos)
+            # the guideline answers it with (1.5.16's 8 Gy). Early disease in her past is history in a
+            # conversation about her ("had axillary clearance so at risk").
+            q = dataclasses.replace(q, oos=tuple(c for c in self.analyzer.unanswered(q.oos, context)
+                                                 if c not in q.past_oos))
+        outside = self.analyzer.answered_elsewhere(q, context)
         if outside:
             # "WBRT - what fractionation?": a dose the guideline gives only for bone metastases.
             q = dataclasses.replace(q, oos=q.oos + outside)
@@ -291,6 +295,7 @@ class Assistant:
         # Which recommendations apply to this patient: once per turn, used by ranking, abstention and display.
         patient = self.rules.profile.closure(profile)
         fit = {rid: self.rules.profile.applicability(cond, patient) for rid, cond in self.conditions.items()}
+        research = research or self._history_only_researched(q, carried, fit, patient)
         reported, asked_scans = self._scans_reported(q)
         if reported:
             # "x-ray shows a lytic lesion in the femoral neck": the assessment with that scan is done, what
@@ -299,14 +304,12 @@ class Assistant:
             # Nor one about a site the findings are not from: "bone scan shows spine and pelvis mets; anything
             # for her long bones?" still asks for 1.1.3's assessment of the limb bones.
             elsewhere = self._sites_asked_not_reported(q)
-            done = {rid for rid, scans in self.scans.items() if scans & reported and not scans & asked_scans
-                    and not elsewhere & self.retriever.named_in(rid)}
-            fit = {rid: dataclasses.replace(f, done=True) if rid in done else f for rid, f in fit.items()}
+            fit = _mark_done(fit, {rid for rid, scans in self.scans.items() if scans & reported
+                                   and not scans & asked_scans and not elsewhere & self.retriever.named_in(rid)})
         involved = q.negated & self.rules.profile.care_given
         if involved and "care_team" in q.role_set("aspect"):
             # "Who else should be involved, apart from the wound team?": that team is her care already.
-            fit = {rid: dataclasses.replace(f, done=True) if self._offers(rid) & involved else f
-                   for rid, f in fit.items()}
+            fit = _mark_done(fit, {rid for rid in fit if self._offers(rid) & involved})
         if research:
             # Research asked about ("any trials on what to do once they progress on it?") looks ahead: a
             # treatment history the patient does not have yet is still to come, not a reason it is not hers.
@@ -359,7 +362,10 @@ class Assistant:
         # chemotherapy against endocrine therapy ("chemo or hormones first?"); "first line for a man?" is
         # answered by his group's own recommendation.
         versus = "chemotherapy" in self.extractor.lexicon.closure(new_topic.get("intervention") or [])
-        rule, ranked = self._clarify_or_rerank(ranked, patient, choice or not versus)
+        rule, ranked = self._clarify_or_rerank(ranked, patient, fit, choice or not versus)
+        if years:
+            # "The surgery then WBRT one - what year?" asks when recommendations date from, whoever the patient.
+            rule = None
         if self.abstain and not rule and ranked and fit[ranked[0].id].conflicting:
             # Every recommendation that fits the question is written for another patient group or history
             # (an aromatase inhibitor after progression on one): say so rather than quote it as the answer.
@@ -561,7 +567,7 @@ class Assistant:
         """The metastatic sites the message asks about when the findings of the scans it reports are from other
         sites. A finding is a site named after a scan in its own sentence ("isotope scan shows mets spine +
         pelvis, also aching R thigh": the thigh is a symptom, not a finding)."""
-        start = q.text.find(q.question) if q.question and q.question != q.text else -1
+        start = q.question_start
         if start <= 0:
             return set()
         sites = [e for e in q.entities if e.label == "MET_SITE" and not e.negated]
@@ -617,6 +623,12 @@ class Assistant:
             progressed = sorted(p for p, t in self.rules.profile.progressed_on.items() if t in offered)
             if progressed:
                 facts["prior_therapies"] = progressed
+        if followup and q.refers_back and not q.role_set("intervention") and \
+                set(facts.get("prior_therapies") or []) & self.rules.profile.early_disease:
+            # "What about pts who already had it as adjuvant?": the treatment discussed, given for early disease.
+            had = self.rules.profile.history_facts(topic.get("intervention") or [])
+            if had:
+                facts["prior_therapies"] = sorted(set(facts["prior_therapies"]) | had)
         profile = self.rules.profile.merge(state, facts)
         carried = self._carried(q, topic, sites, history) if followup else {}
         if next_line and carried.get("aspect"):
@@ -718,11 +730,13 @@ class Assistant:
                 carried["intervention"] = old["intervention"]
         # Naming again only the treatment being discussed ("what's the next scan for that?" about equivocal
         # imaging), or another of its kind in its place ("not bone scan - what about PET-CT for that?" about
-        # monitoring the response), is the same question: its aspects stay.
+        # monitoring the response), is the same question: its aspects stay. So does a treatment proposed by a
+        # pronoun for a topic that had none ("monitoring bone mets?" -> "could we use PET-CT for that?").
         lex = self.extractor.lexicon.concepts
         kind = {lex[c].label for c in old["intervention"]}
         restated = bool(own["intervention"]) and not own["problem"] and (q.refers_back or q.elliptical) and (
-            own["intervention"] <= old["intervention"] or {lex[c].label for c in own["intervention"]} <= kind)
+            own["intervention"] <= old["intervention"] or {lex[c].label for c in own["intervention"]} <= kind
+            or (not old["intervention"] and q.refers_back))
         if not own["aspect"] - {"research"} and (not own["problem"] and not own["intervention"] or restated
                                                  or (q.corrects and q.elliptical and not own["intervention"])):
             # Research asked about the topic ("any research on carrying it on?") is about all of it.
@@ -847,8 +861,7 @@ class Assistant:
         """No recommendation fits the patient. Where the guideline names her very situation as a question for
         research (RR2: postmenopausal, ER-positive, progressed on an aromatase inhibitor), that research
         recommendation is its answer, shown as such; otherwise it is said plainly, without quoting the others."""
-        progressed = {self.rules.profile.progressed_on[c] for c in state.get("prior_therapies") or []
-                      if c in self.rules.profile.progressed_on}
+        progressed = self.rules.profile.progressed_treatments(state.get("prior_therapies") or [])
         research = self._research_for_patient(q, carried, fit, progressed)
         if research is None:
             return Reply("abstain", answer.not_for_patient_text(closest), answer.abstention_payload(
@@ -870,6 +883,22 @@ class Assistant:
                     set(f.matched) & self.rules.profile.preconditions and asked & self.retriever.named_in(rid):
                 return rid
         return None
+
+    def _history_only_researched(self, q: Query, carried: dict, fit: dict, patient: set) -> bool:
+        """A treatment asked about for a patient whose early-disease history is the one a research
+        recommendation is written for and no recommendation is ("had adjuvant Herceptin, now HER2+ mets -
+        anything about more biologics?": RR5): what the guideline says about her is that question for research.
+        Not whether to go on with the treatment she is on ("now on trastuzumab, progressing - stop?": 1.3.12)."""
+        early = self.rules.profile.early_disease & patient
+        if q.research or q.oos or not q.asks or not early or set(q.asked) & self.analyzer.about_current:
+            return False
+        asked = self.extractor.lexicon.closure(q.role_set("intervention") | set(carried.get("intervention", [])))
+        written_for = {g for rid, f in fit.items() if self.retriever.by_id[rid]["kind"] != "research"
+                       for g in f.matched}
+        return any(self.retriever.by_id[rid]["kind"] == "research" and not f.conflicting
+                   and set(f.matched) & self.rules.profile.preconditions - written_for
+                   and early & self.retriever.named_in(rid) and asked & self.retriever.named_in(rid)
+                   for rid, f in fit.items())
 
     @staticmethod
     def _unfit_for_patient(result, request, fit: dict) -> list:
@@ -912,7 +941,7 @@ class Assistant:
         return [o for o in rule["options"]
                 if not all(self.extractor.lexicon.closure([c]) & excluded for c in o["concepts"])]
 
-    def _clarify_or_rerank(self, ranked: list, patient: set, choice: bool = False) -> tuple:
+    def _clarify_or_rerank(self, ranked: list, patient: set, fit: dict, choice: bool = False) -> tuple:
         """Apply each clarification rule in turn: a known patient fact moves its recommendations to the
         top (after the rule's general recommendation when it ranks among them, "hormones or chemo first
         line?" -> 1.3.1, unless the question asks which agent); an unknown one that the top answers depend
@@ -927,8 +956,7 @@ class Assistant:
             chosen = [o for o in options if patient & set(o["concepts"])]
             if len(chosen) != 1 and len(options) == 1:
                 chosen = options
-            if len(chosen) == 1 and all(self.rules.profile.applicability(self.conditions[i], patient).conflicting
-                                        for i in chosen[0]["recommendations"]):
+            if len(chosen) == 1 and all(fit[i].conflicting for i in chosen[0]["recommendations"]):
                 # Her facts select an option whose recommendations another of her facts rules out (a single
                 # brain metastasis, but her other disease progressing): not promoted, nor asked about.
                 continue
@@ -1025,6 +1053,13 @@ class Assistant:
         named = {e.value for e in q.entities if not e.negated}
         return {c for c, r in q.roles.items() if r in ("problem", "intervention") and c in named}
 
+    def _naming(self, records: list, q: Query) -> list:
+        """The ids of the recommendations (not research) among these that are about every problem and
+        intervention the message names itself ("Do not use PET-CT to monitor" is a PET-CT recommendation)."""
+        topical = self._scored_topic(q)
+        return [r["id"] for r in records if topical and r["kind"] == "recommendation"
+                and topical <= set(self.retriever.concepts_of(r["id"]))]
+
     def _list_request(self, q: Query, intent: str | None, state: dict) -> Reply | None:
         text = q.text
         section = _SECTION_RE.search(text)
@@ -1047,8 +1082,13 @@ class Assistant:
             top = self.retriever.by_id[result.candidates[0].id]
             ids = [r["id"] for r in self.retriever.records
                    if r["section"] == top["section"] and r.get("subsection") == top.get("subsection")]
+            # "The PET-CT recs": every recommendation that names it, whichever subsection it is in.
+            ids = self._naming(self.retriever.records, q) or ids
         else:
             return None
+        if section:
+            # "The PET-CT recs in section 1.1": those of the section that name it.
+            ids = self._naming([self.retriever.by_id[i] for i in ids], q) or ids
         if not ids:
             return None
         records = [self.retriever.by_id[i] for i in ids]

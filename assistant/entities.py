@@ -38,8 +38,11 @@ _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren
 # Cues after the concept ("DVT excluded", "treatable causes ruled out") and two-word cues before it
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"
-_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"),
+_PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"), ("rather", "than"), ("instead", "of"),
                        ("apart", "from"), ("aside", "from"), ("other", "than")}  # "who else apart from the wound team?"
+# "Has chosen chemo over BSC": what a choice is made over is set aside.
+_CHOICE_VERBS = {"chose", "chosen", "choose", "chooses", "choosing", "prefers", "preferred", "prefer", "opted",
+                 "opts", "picked", "wants", "favours", "favors"}
 # A check said to be done ("we've already looked for treatable causes"): what it looked for is not asked about.
 _DONE_CHECKS = {("looked", "for"), ("checked", "for"), ("screened", "for"), ("tested", "for")}
 _PERFECT = {"already", "'ve", "ve", "have", "has", "had", "been"}
@@ -49,6 +52,10 @@ _POST_FILLERS = {"has", "have", "had", "been", "was", "were", "is", "are", "all"
 _POST_REACH = 7
 _CLAUSE_BREAK = {",", ";", ".", "-", "–", "—", "?", "!", "but", "and", "or", "then"}
 _NEGATION_WINDOW = 3
+# A cue that negates an effect on the concept, not the concept ("exercise doesn't make arm swelling worse",
+# "won't cause lymphoedema"): the concept is still what is talked about.
+_EFFECT_VERBS = {"make", "makes", "making", "cause", "causes", "causing", "worsen", "worsens", "affect",
+                 "affects", "trigger", "triggers", "aggravate", "aggravates"}
 _UNLESS_WINDOW = 5
 # ConText-style history: a treatment the patient has had or is on ("had 6 cycles of docetaxel",
 # "stable on letrozole", "progressed after tamoxifen") is part of the treatment history, not the
@@ -96,7 +103,8 @@ _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "
                          "weekly", "single", "agent", "combination", "her", "his", "their", "iv", "oral"}
 _HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
 # A team or therapy said to have seen the patient ("the MDT has discussed her", "wound care team saw her").
-_CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "doing", "managing", "involved"}
+_CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "doing", "managing", "involved",
+               "sorted", "arranged", "organised", "organized"}  # "dressings are sorted"
 _OVER_FILLERS = {"now", "is", "was", "are", "were", "has", "have", "been", "just", "all", "both", "fully", "also",
                  "already", "team", "teams", "nurse", "nurses", "clinic", "service"}  # "chemo has now finished"
 _HISTORY_REACH = 10
@@ -275,6 +283,8 @@ def _negated(doc: Doc, span: Span) -> bool:
         if before[i] in _CLAUSE_BREAK:
             break
         if before[i] in _NEGATION_CUES or tuple(before[i:i + 2]) in _PRE_NEGATION_PAIRS or before[i] == "r/o":
+            return not _EFFECT_VERBS & set(before[i + 1:])
+        if before[i] == "over" and _chosen_over(doc, span.start - len(before) + i):
             return True
         if tuple(before[i:i + 2]) in _DONE_CHECKS and span.start - len(before) + i > 0 and \
                 doc[span.start - len(before) + i - 1].lower_ in _PERFECT:
@@ -283,6 +293,16 @@ def _negated(doc: Doc, span: Span) -> bool:
     while after and after[0] in _POST_FILLERS:     # "causes have been looked for and excluded"
         after.pop(0)
     return bool(after and after[0] in _POST_NEGATION and (after[0] != "ruled" or after[1:2] == ["out"]))
+
+
+def _chosen_over(doc: Doc, over: int) -> bool:
+    """'over' at this token follows a choice in the same clause ("has chosen chemo over BSC")."""
+    for tok in reversed(doc[max(0, over - 6): over]):
+        if tok.lower_ in _CLAUSE_BREAK:
+            return False
+        if tok.lower_ in _CHOICE_VERBS:
+            return True
+    return False
 
 
 def _listed_after(doc: Doc, last, span: Span) -> bool:

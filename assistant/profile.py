@@ -53,6 +53,7 @@ class ProfileRules:
         self.history_of = data.get("history_of", {})
         self.no_history_of = data.get("no_history_of", {})
         self.progressed_on = data.get("progressed_on", {})
+        self.progression_facts = frozenset(self.progressed_on)
         self.unsuitable_for = {fact: frozenset([t] if isinstance(t, str) else t)
                                for fact, t in data.get("unsuitable_for", {}).items()}
         self.history_treatment = {prior: treatment for treatment, prior in self.history_of.items()}
@@ -177,16 +178,20 @@ class ProfileRules:
         kinds = self.one_off if kinds is None else kinds
         return bool(offered) and offered <= kinds and all(self.history_of.get(t) in patient for t in offered)
 
+    def progressed_treatments(self, facts) -> set:
+        """The treatments the patient's disease progressed on ('progressed_on_ai' -> aromatase inhibitor)."""
+        return {self.progressed_on[c] for c in facts if c in self.progressed_on}
+
     def applicability(self, conditions: dict, patient: set) -> Applicability:
         matched, conflicting, open_ = [], [], []
         done = self._already_given(conditions.get("offers", frozenset()), patient, self.care_given)
         excluded = self._excluded_by(patient)
-        progressed = {self.progressed_on[c] for c in patient if c in self.progressed_on}
+        progressed = self.progressed_treatments(patient)
         progressed |= {t for c in patient if c in self.unsuitable_for for t in self.unsuitable_for[c]}
         # Offered as first-line treatment, but the patient has had it already: past that decision.
         # Not when that history was treatment of early disease, finished without relapse on it ("adjuvant tam
         # finished 10 yrs ago"; not "relapsed while on adjuvant letrozole"), and no later line is stated.
-        early = self.early_disease & patient and not patient & ({"second_line", "third_line"} | set(self.progressed_on))
+        early = self.early_disease & patient and not patient & ({"second_line", "third_line"} | self.progression_facts)
         if conditions.get("line_of_therapy") == frozenset({"first_line"}) and not early:
             progressed |= {t for c, t in self.history_treatment.items() if c in patient}
         for group, options in conditions.items():

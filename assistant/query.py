@@ -78,6 +78,7 @@ class Query:
     words: int
     search_text: str                 # the text with negated spans cut out
     question: str = ""               # the question part of a vignette (the whole text otherwise)
+    question_start: int = 0          # where the question part starts in the text
     sequel: bool = False             # asks what follows the treatment discussed ("anything after that?")
     sequel_of: frozenset = frozenset()  # the treatment it names as finished ("once the chemo's done")
     sites_as_context: bool = False   # sites mentioned beside other patient facts describe the patient
@@ -120,7 +121,7 @@ class Analyzer:
                             **{lab: "intervention" for lab in roles["intervention_labels"]},
                             **{lab: "aspect" for lab in roles["aspect_labels"]}}
         self._overrides = roles.get("overrides", {})
-        self._about_current = frozenset(roles.get("about_current_treatment", []))
+        self.about_current = frozenset(roles.get("about_current_treatment", []))
         self._about_preceding = frozenset(roles.get("about_what_precedes", []))
         self._oos_history = frozenset(rules.oos_as_history)
         self._oos_in_case = rules.oos_in_case
@@ -238,7 +239,7 @@ class Analyzer:
                 roles[c] = role
         # Whether to continue or stop is asked of the treatment the patient is on ("on Herceptin, liver
         # progression - continue?"): that treatment is the intervention of the topic as well as history.
-        if (set(asked) | set(described)) & self._about_current:
+        if (set(asked) | set(described)) & self.about_current:
             for e in entities:
                 if e.historical and not e.negated:
                     roles.update({c: "intervention" for c in lex.closure([e.value], infer=False)
@@ -262,6 +263,14 @@ class Analyzer:
                    and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
                    for e in entities):
             oos_start = self._previous_clause_start(text, q_start)
+            if vignette and oos_start < q_start:
+                # "... never had endocrine. colleague suggests chemo 1st line - NICE view?": the proposal is asked.
+                before = {c for e in entities if oos_start <= e.start < q_start and not e.negated
+                          and not e.historical and e.label not in _UNSCORED_LABELS for c in lex.closure([e.value])}
+                moved = before & described
+                asked |= moved
+                described -= moved
+                roles.update({c: "aspect" for c in moved if lex.concepts[c].label == "LINE_OF_THERAPY"})
         # Early disease in her past is history beside advanced disease ("2 years after early BC, now bone
         # mets"), not in a question about early disease alone ("RT after WLE for DCIS?").
         advanced = bool(concepts & self.rules.advanced_disease) or any(
@@ -291,7 +300,8 @@ class Analyzer:
             leading_ellipsis=bool(self._ellipsis.match(text)),
             asks=bool(_QUESTION_CUE.search(text) or self._ellipsis.match(text)
                       or any(_QUESTION_CUE.search(c) for c in _CLAUSE_SPLIT.split(text) if c)),
-            words=words, question=question, sequel=bool(sequel), sequel_of=sequel_of, ruled_out=frozenset(ruled),
+            words=words, question=question, question_start=q_start, sequel=bool(sequel), sequel_of=sequel_of,
+            ruled_out=frozenset(ruled),
             sites_as_context=bool(set(facts) & _DESCRIPTIVE_FACTS),
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),
@@ -305,6 +315,12 @@ class Analyzer:
         """The out-of-scope concepts the guideline does not answer together with these concepts."""
         return tuple(c for c in oos
                      if not any(c == o and others <= set(concepts) for o, others in self.rules.oos_answered_with))
+
+    def answered_elsewhere(self, q: Query, context: set) -> tuple:
+        """The out-of-scope concepts for what the question asks that the guideline answers only together with
+        concepts the conversation does not name (fractionation is given for bone metastases alone)."""
+        return tuple(oos for c, (oos, needs) in self.rules.answered_only_with.items()
+                     if c in q.asked and not needs & context and oos not in q.oos)
 
     def _says(self, pattern: str, text: str) -> bool:
         return pattern in self._phrasing and bool(self._phrasing[pattern].search(text))

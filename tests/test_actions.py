@@ -56,7 +56,7 @@ def test_lookup_sends_exact_text_payload_and_sets_slots(assistant, corpus_by_id)
         "template": None, "response": None,
         "image": None, "attachment": None}]
     # The looked-up recommendation becomes the topic, as concepts by role, so "who does that?" can follow.
-    assert events == [SlotSet("topic", {"problem": ["bone_metastases", "bone_pain"],
+    assert events == [SlotSet("topic", {"problem": ["bone_metastases", "pain"],
                                         "intervention": ["radiotherapy", "single_fraction"]}),
                       SlotSet("last_answer_ids", ["1.5.16"])]
 

@@ -1249,3 +1249,104 @@ def test_other_disease_progressing_rules_out_surgery_for_a_single_brain_metastas
                  "thing is her liver disease is progressing fast, though she's still PS 1 and starting chemo")
     assert ids(reply)[0] == "1.5.19"
     assert "uncontrolled_extracranial_disease" in reply.state["clinical_status"]
+
+
+def test_respiratory_compromise_is_imminently_life_threatening(assistant):
+    reply = talk(assistant, "ER+ postmenopausal, mets to lung - AI to start?",
+                 "update: lymphangitic spread, hypoxic on room air, breathless at rest now")
+    assert ids(reply)[0] == "1.3.2"
+    assert "life_threatening" in reply.state["clinical_status"]
+
+
+def test_a_test_proposed_for_the_topic_keeps_what_it_is_for(assistant):
+    """A scan proposed by a pronoun for a topic that named none ("monitoring response in the liver?" ->
+    "can PET-CT do that instead?") keeps the monitoring: 1.1.8, not PET-CT for staging."""
+    reply = talk(assistant, "how do we monitor response of her bone mets?", "could PET-CT be used for that?")
+    assert ids(reply)[0] == "1.1.8"
+
+
+def test_tumour_markers_are_out_of_scope_but_describe_a_case(assistant):
+    reply = talk(assistant, "should we follow CEA and CA 15-3 to monitor her metastatic disease?")
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_biomarker_testing"
+    reply = talk(assistant, "60F, previous grade 2 IDC, now new back pain and a rising CA 15-3, neuro exam normal. "
+                            "Which imaging to look for bone mets?")
+    assert reply.kind in ("answer", "clarify") and ids(reply)[0].startswith("1.1.")
+
+
+def test_an_update_question_lists_years_without_asking_about_the_patient(assistant):
+    reply = talk(assistant, "brain mets recs - are they recent?", "the one on surgery and WBRT, which year?")
+    assert reply.kind == "answer" and reply.payload["notes"]
+
+
+def test_how_often_to_reassess_her_information_preference(assistant):
+    reply = talk(assistant, "how much does she want to know about her disease - how do we judge that?",
+                 "and how often do we need to check?")
+    assert reply.kind == "answer" and ids(reply)[0] == "1.2.1"
+    # The frequency of a treatment is still a dose the guideline does not give.
+    reply = talk(assistant, "letrozole for ER+ MBC", "how often?")
+    assert reply.payload["reason"] == "out_of_scope:oos_dosing"
+
+
+def test_care_in_place_ranks_below_what_is_still_to_do(assistant):
+    reply = talk(assistant, "fungating tumour on her chest wall - management?",
+                 "dressings are all arranged, she's more bothered by the smell and how she looks")
+    assert ids(reply)[0] != "1.5.12"
+
+
+def test_further_treatment_after_adjuvant_use_is_a_question_for_research(assistant):
+    """CG81 has no recommendation for a patient who had trastuzumab as adjuvant treatment, only RR5: asked
+    whether to give it (or any biological therapy) again, that research recommendation is the answer."""
+    reply = talk(assistant, "HER2+ relapse with liver mets, she had a year of adjuvant Herceptin in 2021",
+                 "is there any guidance on using biologics again for her?")
+    assert ids(reply)[0] == "RR5"
+    # "had it as adjuvant": the treatment discussed.
+    reply = talk(assistant, "what does the guideline say about trastuzumab for HER2 positive MBC?",
+                 "and for women who already had it as adjuvant?")
+    assert ids(reply)[0] == "RR5"
+    # Whether to go on with the trastuzumab she is on for advanced disease is 1.3.12, whatever came before.
+    reply = talk(assistant, "adjuvant trastuzumab years ago, now on trastuzumab for lung mets which are growing "
+                            "- carry on with it?")
+    assert ids(reply)[0] == "1.3.12"
+
+
+def test_a_choice_made_over_supportive_care_keeps_the_treatment_asked(assistant):
+    reply = talk(assistant, "first line chemo has stopped working, what now?",
+                 "she's 81 and frail but has chosen further chemo over BSC")
+    assert ids(reply)[0] == "1.3.8"
+
+
+def test_a_result_that_would_not_change_management(assistant):
+    reply = talk(assistant, "do we need to rebiopsy to recheck ER and HER2 when it recurs?",
+                 "she's very frail and would have supportive care only, whatever it shows")
+    assert ids(reply)[0] == "1.1.6"
+
+
+def test_swelling_of_sudden_onset_is_assessed_before_lymphoedema_treatment(assistant):
+    reply = talk(assistant, "lymphoedema in her left arm - refer for decongestive therapy?",
+                 "it came on suddenly over a few days")
+    assert ids(reply)[0] == "1.5.3"
+
+
+def test_saying_what_the_scan_is_for_amends_the_question(assistant):
+    reply = talk(assistant, "which imaging for her spinal mets?",
+                 "we want it to see whether they're responding to the letrozole")
+    assert ids(reply)[0] == "1.1.7"
+
+
+def test_pain_not_said_to_be_from_the_bones_is_not_bone_pain(assistant):
+    reply = talk(assistant, "locally advanced uncontrolled disease on the chest wall, MDT has met",
+                 "who else should see her for her pain and low mood?")
+    assert ids(reply)[0] == "1.5.13"
+    # A painful vertebral met is bone pain for its radiotherapy, and the steroid dose for cord compression is
+    # not in CG81.
+    assert ids(talk(assistant, "painful T11 met, no cord compression - how many fractions?"))[0] == "1.5.16"
+    reply = talk(assistant, "cord compression from a T11 met, what dex dose?")
+    assert reply.payload["reason"] == "out_of_scope:oos_uncovered_drug"
+
+
+def test_the_recommendations_on_a_test_are_those_about_it_in_any_subsection(assistant):
+    """PET-CT is in 1.1.5 (diagnosis) and 1.1.8 (monitoring): both, and only those, whatever the wording."""
+    reply = talk(assistant, "list the PET-CT recs")
+    assert reply.kind == "list" and ids(reply) == ["1.1.5", "1.1.8"]
+    reply = talk(assistant, "the PET-CT recommendations in section 1.1 - were any updated in 2017?")
+    assert ids(reply) == ["1.1.5", "1.1.8"]

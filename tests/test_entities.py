@@ -274,6 +274,31 @@ def test_what_is_set_aside_or_already_checked_is_not_asked_about(extractor, text
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
 
 
+@pytest.mark.parametrize("text,value,negated", [
+    # A cue that negates an effect on the concept: the concept is still what is talked about.
+    ("does exercise not make her arm swelling worse?", "lymphoedema", False),
+    ("she's been told swimming won't cause lymphoedema", "lymphoedema", False),
+    ("she doesn't have arm swelling", "lymphoedema", True),
+])
+def test_a_negated_effect_leaves_the_concept_affirmed(extractor, text, value, negated):
+    assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
+
+
+@pytest.mark.parametrize("text,value,negated", [
+    ("she has chosen chemo over BSC", "palliative_care", True),      # what a choice is made over is set aside
+    ("she has chosen chemo over BSC", "chemotherapy", False),
+    ("prefers tablets rather than chemotherapy", "chemotherapy", True),
+    ("lymphoedema over several months", "lymphoedema", False),       # 'over' with no choice before it
+])
+def test_what_a_choice_is_made_over_is_set_aside(extractor, text, value, negated):
+    assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
+
+
+def test_care_said_to_be_sorted_is_care_she_has(extractor):
+    (e,) = [e for e in extractor.extract("her dressings are sorted now") if e.value == "wound_care"]
+    assert e.historical
+
+
 def test_multiword_term_with_its_own_negation_is_not_negated(extractor):
     (e,) = extractor.extract("not previously treated with tamoxifen")
     assert (e.value, e.negated) == ("no_prior_endocrine", False)
@@ -362,6 +387,19 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("any role for acupuncture?", "acupuncture", {"oos_other_topic"}),
     ("what's the Macmillan helpline number?", "helpline number", {"oos_other_topic"}),
     ("is anyone studying uncontrolled local disease?", "is anyone studying", {"research"}),
+    # Vertebral levels as clinicians write them; pain said to be from the bones, and pain that is not.
+    ("painful T12 met, RT?", "t12 met", {"bone_metastases"}),
+    ("known L4 lesion on CT", "l4 lesion", {"bone_metastases"}),
+    ("bone pain despite oxycodone", "bone pain", {"bone_pain", "pain"}),
+    ("smell and pain are the worst of it", "pain", {"pain"}),
+    ("painful mets in the pelvis", "painful mets", {"bone_pain", "pain"}),
+    ("dex dose for cord compression?", "dex dose", {"oos_uncovered_drug"}),
+    ("lymphangitic spread, hypoxic on air", "hypoxic", {"life_threatening"}),
+    ("ER+, bili up, RUQ pain", "bili up", {"visceral_crisis", "life_threatening"}),
+    ("gem/carbo or docetaxel?", "gem", {"gemcitabine"}),
+    ("is CA 15-3 useful to follow her?", "ca 15-3", {"oos_biomarker_testing"}),
+    ("can she still drive after the craniotomy?", "still drive", {"oos_other_topic"}),
+    ("she's torn between the two options", "torn between", {"decision_making"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]

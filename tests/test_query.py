@@ -171,3 +171,25 @@ def test_a_finding_that_rules_causes_out_negates_their_mentions(analyzer):
     assert "treatable_causes" in q.negated and "treatable_causes" not in q.concepts
     asked = analyzer.analyse("fatigue - should we check her Hb and TSH?")
     assert "treatable_causes" in asked.concepts and "treatable_causes" not in asked.negated
+
+
+def test_a_bare_question_after_a_case_asks_about_the_proposal_before_it(analyzer):
+    """ "... never had endocrine tx. registrar wants chemo first line - thoughts?": the question names nothing,
+    so the clause before it is what is asked, not more description of the patient."""
+    q = analyzer.analyse("61F ER+ HER2- MBC, bone and nodes only, postmenopausal, never had endocrine tx. "
+                         "registrar wants chemo first line - thoughts?")
+    assert {"chemotherapy", "first_line"} <= q.asked
+    assert "bone_metastases" in q.described and q.roles["first_line"] == "aspect"
+    # A question naming its own topic keeps the clause before it as description.
+    q = analyzer.analyse("61F ER+ HER2- MBC, bone and nodes only, postmenopausal, never had endocrine tx. "
+                         "registrar wants chemo first line - are bisphosphonates worth it?")
+    assert "chemotherapy" not in q.asked and "bisphosphonate" in q.asked
+
+
+@pytest.mark.parametrize("text,shifts", [
+    ("diff thing - who coordinates her care?", True),
+    ("separate thing: any research on fatigue?", True),
+    ("that's a different drug, isn't it?", False),
+])
+def test_saying_the_subject_changes(analyzer, text, shifts):
+    assert analyzer.analyse(text).shifts_topic is shifts
