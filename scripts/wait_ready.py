@@ -1,9 +1,13 @@
-"""Wait until both servers answer, then warm the action server so the first clinician is not slow."""
+"""Wait until both servers answer, then warm the action server so the first clinician is not slow.
+
+The warm-up is an action call, so it carries the shared secret Rasa itself sends (CG81_ACTION_TOKEN): without
+it the action server refuses it (401) and the first clinician's turn pays for loading the core."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -18,10 +22,11 @@ WARM_UP = {
 }
 
 
-def ok(url: str, body: dict | None = None) -> bool:
+def ok(url: str, body: dict | None = None, token: str = "") -> bool:
     try:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        req = urllib.request.Request(url, data=data, headers=headers)
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status == 200
     except OSError:
@@ -44,7 +49,8 @@ def main() -> int:
     if pending:
         print(f"not ready after {args.timeout:.0f}s: {', '.join(pending)}", file=sys.stderr)
         return 1
-    ok(f"{args.actions}/webhook", WARM_UP)
+    if not ok(f"{args.actions}/webhook", WARM_UP, os.environ.get("CG81_ACTION_TOKEN", "")):
+        print("warning: the action server's warm-up call failed; the first turn loads the core", file=sys.stderr)
     print(f"ready in {time.monotonic() - t0:.1f}s")
     return 0
 

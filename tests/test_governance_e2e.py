@@ -90,6 +90,12 @@ def _payload(messages: list) -> dict | None:
     return next((m["custom"] for m in messages if isinstance(m.get("custom"), dict)), None)
 
 
+def test_the_action_server_is_warmed_with_its_token_before_ready(stack):
+    """serve.sh's warm-up is an action call and must carry the action token: refused (401), the first
+    clinician's turn pays for loading the core and can overrun the action timeout."""
+    assert "ready:" in stack.output() and "warm-up call failed" not in stack.output()
+
+
 def test_answers_are_unchanged_and_the_clinician_is_reminded(scripted):
     for (_, message, expected), messages in zip(SCRIPT, scripted):
         payload = _payload(messages)
