@@ -878,11 +878,14 @@ class Assistant:
         to use after that?"), on the treatment her disease progressed on."""
         asked = q.role_set("intervention") | set(carried.get("intervention", []))
         asked = self.extractor.lexicon.closure(asked or (progressed if q.asks else set()))
-        for rid, f in fit.items():
-            if self.retriever.by_id[rid]["kind"] == "research" and not f.conflicting and \
-                    set(f.matched) & self.rules.profile.preconditions and asked & self.retriever.named_in(rid):
-                return rid
-        return None
+        return next(self._research_written_for(fit, asked), None)
+
+    def _research_written_for(self, fit: dict, asked: set, groups: frozenset | set = frozenset()):
+        """The research recommendations whose treatment-history condition this patient matches (one of the
+        precondition groups, less `groups`), none conflicting, that name a treatment asked about."""
+        wanted = self.rules.profile.preconditions - groups
+        return (rid for rid, f in fit.items() if self.retriever.by_id[rid]["kind"] == "research"
+                and not f.conflicting and set(f.matched) & wanted and asked & self.retriever.named_in(rid))
 
     def _history_only_researched(self, q: Query, carried: dict, fit: dict, patient: set) -> bool:
         """A treatment asked about for a patient whose early-disease history is the one a research
@@ -895,10 +898,7 @@ class Assistant:
         asked = self.extractor.lexicon.closure(q.role_set("intervention") | set(carried.get("intervention", [])))
         written_for = {g for rid, f in fit.items() if self.retriever.by_id[rid]["kind"] != "research"
                        for g in f.matched}
-        return any(self.retriever.by_id[rid]["kind"] == "research" and not f.conflicting
-                   and set(f.matched) & self.rules.profile.preconditions - written_for
-                   and early & self.retriever.named_in(rid) and asked & self.retriever.named_in(rid)
-                   for rid, f in fit.items())
+        return any(early & self.retriever.named_in(rid) for rid in self._research_written_for(fit, asked, written_for))
 
     @staticmethod
     def _unfit_for_patient(result, request, fit: dict) -> list:

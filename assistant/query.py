@@ -227,6 +227,30 @@ class Analyzer:
             if lex.concepts[c].label not in _UNSCORED_LABELS:
                 asked.add(c)
         described -= asked
+        # A short lead-in ("CT inconclusive for bony mets, should I get an MRI?") is part of the question;
+        # only a real case description is weighed as description.
+        vignette = len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) >= VIGNETTE_WORDS
+        # Out of scope is what is asked about: in a case description, "early breast cancer in 2015" or
+        # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
+        # A question that names nothing of its own ("is that standard?", "how do I manage that?") asks
+        # about the clause before it, and what that clause names counts as asked.
+        # A line of therapy asked about ("first line tx?") is the question's own; asking for the evidence
+        # is not ("palbociclib + AI, what's the evidence?" asks about palbociclib). What follows the question
+        # in a case description ("... chemo first? she says she'll accept the side effects") describes.
+        oos_start, oos_end = q_start, (q_end if vignette and q_end < len(text) else len(text))
+        if not any(q_start <= e.start and not e.negated and e.label not in _UNSCORED_LABELS
+                   and not lex.concepts[e.value].out_of_scope and e.value not in self._about_preceding
+                   and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
+                   for e in entities):
+            oos_start = self._previous_clause_start(text, q_start)
+            if vignette and oos_start < q_start:
+                # "... never had endocrine. colleague suggests chemo 1st line - NICE view?": the proposal is asked
+                # (before roles are given, so a line of therapy moved here is the topic's aspect).
+                before = {c for e in entities if oos_start <= e.start < q_start and not e.negated
+                          and not e.historical and e.label not in _UNSCORED_LABELS for c in lex.closure([e.value])}
+                moved = before & described
+                asked |= moved
+                described -= moved
         for c in asked | described:
             role = self.role(c)
             if c in profile_concepts:
@@ -244,33 +268,9 @@ class Analyzer:
                 if e.historical and not e.negated:
                     roles.update({c: "intervention" for c in lex.closure([e.value], infer=False)
                                   if self.role(c) == "intervention"})
-        # A short lead-in ("CT inconclusive for bony mets, should I get an MRI?") is part of the question;
-        # only a real case description is weighed as description.
-        vignette = len(re.findall(r"[A-Za-z0-9+]+", text[:q_start])) >= VIGNETTE_WORDS
         if not vignette:
             asked |= described
             described = set()
-        # Out of scope is what is asked about: in a case description, "early breast cancer in 2015" or
-        # "stopped letrozole because of side effects" is history, and the question after it may be in scope.
-        # A question that names nothing of its own ("is that standard?", "how do I manage that?") asks
-        # about the clause before it, and what that clause names counts as asked.
-        # A line of therapy asked about ("first line tx?") is the question's own; asking for the evidence
-        # is not ("palbociclib + AI, what's the evidence?" asks about palbociclib). What follows the question
-        # in a case description ("... chemo first? she says she'll accept the side effects") describes.
-        oos_start, oos_end = q_start, (q_end if vignette and q_end < len(text) else len(text))
-        if not any(q_start <= e.start and not e.negated and e.label not in _UNSCORED_LABELS
-                   and not lex.concepts[e.value].out_of_scope and e.value not in self._about_preceding
-                   and (not self.is_profile_concept(e.value) or e.label == "LINE_OF_THERAPY")
-                   for e in entities):
-            oos_start = self._previous_clause_start(text, q_start)
-            if vignette and oos_start < q_start:
-                # "... never had endocrine. colleague suggests chemo 1st line - NICE view?": the proposal is asked.
-                before = {c for e in entities if oos_start <= e.start < q_start and not e.negated
-                          and not e.historical and e.label not in _UNSCORED_LABELS for c in lex.closure([e.value])}
-                moved = before & described
-                asked |= moved
-                described -= moved
-                roles.update({c: "aspect" for c in moved if lex.concepts[c].label == "LINE_OF_THERAPY"})
         # Early disease in her past is history beside advanced disease ("2 years after early BC, now bone
         # mets"), not in a question about early disease alone ("RT after WLE for DCIS?").
         advanced = bool(concepts & self.rules.advanced_disease) or any(

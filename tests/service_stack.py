@@ -25,6 +25,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from scripts.wait_ready import WARM_UP  # the same warm-up call serve.sh makes
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = Path(os.environ.get("RASA_MODEL", ROOT / "models" / "cg81.tar.gz"))
 NGINX_CONF = ROOT / "deploy" / "docker" / "nginx.conf"
@@ -336,13 +338,6 @@ class RasaServer(Proc):
 
     def health(self) -> tuple:
         return http("GET", f"{self.base}/webhooks/health/", timeout=30)
-
-
-WARM_UP = {"next_action": "action_answer_recommendation", "sender_id": "warm-up",
-           "tracker": {"sender_id": "warm-up", "slots": {},
-                       "latest_message": {"text": "bone mets imaging", "intent": {}}, "events": [],
-                       "paused": False, "followup_action": None, "active_loop": {}, "latest_action_name": None},
-           "domain": {"responses": {}}}
 
 
 def action_token() -> str:
