@@ -152,7 +152,7 @@ class DialogueRules:
         self.points_back = data.get("points_back")
         # Optional phrasing patterns, read by the Analyzer into the Query (parse once).
         self.phrasing = {k: data[k] for k in ("refers_back", "amends", "corrects", "acknowledgement", "other_branch",
-                                              "shifts_topic") if data.get(k)}
+                                              "shifts_topic", "repeats") if data.get(k)}
         self.sequel = data.get("sequel")
         self.services_in_care = data.get("services_in_care")
         self.oos_as_history = data.get("oos_as_history", [])
@@ -483,8 +483,9 @@ class Assistant:
                 return []
             rank = {c.id: n for n, c in enumerate(result.candidates)}
             fitting = [i for i in decision if not fit[i].conflicting]
-            return sorted(fitting, key=lambda i: (-len(fit[i].matched), not offers[i] & q.asked,
-                                                  rank.get(i, len(rank))))
+            # A branch whose offer the message sets aside ("she's 81, not looking for maximum response") last.
+            return sorted(fitting, key=lambda i: (bool(offers[i] & q.negated), -len(fit[i].matched),
+                                                  not offers[i] & q.asked, rank.get(i, len(rank))))
         return []
 
     @staticmethod
@@ -649,6 +650,10 @@ class Assistant:
         new_topic = {k: v for k, v in new_topic.items() if v}
         if new_topic and choice:
             new_topic["choice"] = True
+        # The scans whose findings were reported, for a follow-up asking to do one again.
+        scans = sorted(self._scans_reported(q)[0]) or (list(topic.get("scans") or []) if followup else [])
+        if new_topic and scans:
+            new_topic["scans"] = scans
         return choice, new_topic
 
     def encoder_text(self, turns: list) -> str:
@@ -744,13 +749,17 @@ class Assistant:
         elif not (own["problem"] | own["intervention"] | old["problem"] | old["intervention"]):
             # A topic that is a subject of its own (supportive care, information) qualified by a new aspect:
             # "lots of emotional needs" -> "who coordinates her care?" stays on supportive care.
+            # With what narrows it ("decision aids for MBC" -> "which one should I give her?": decision aids).
             subjects = (old["aspect"] & self.heading_concepts) - {"research"}
             if subjects and not (own["aspect"] & self.heading_concepts) - {"research"}:
-                carried["aspect"] = subjects
+                carried["aspect"] = {c for c in old["aspect"] if self.extractor.lexicon.closure([c]) & subjects}
         elif (not (own["problem"] | old["problem"] | old["intervention"]) and (q.refers_back or q.elliptical)
               and self._compatible(own["intervention"], old["aspect"])):
             # "...or check again at some point?" about her preference for information: what is done about it.
             carried["aspect"] = old["aspect"]
+        if q.repeats and not own["intervention"] and topic.get("scans"):
+            # "Can we repeat it in 3 months to see if she's responding?" after "bone scan showed mets": that scan.
+            carried["intervention"] = set(carried.get("intervention") or ()) | set(topic["scans"])
         carried["history"] = had
         # A treatment the message sets aside is not carried ("who else, besides the wound people?"); a problem
         # it says she has not got still is ("she hasn't got lymphoedema, just at risk").
@@ -1021,7 +1030,11 @@ class Assistant:
         since_first = not q.years and bool(_SINCE_FIRST_RE.search(q.text))
         if since_first:
             years = [min(self.years)]
-        topical = self._scored_topic(q)
+        # A subject named only as an aspect ("is the decision aids rec 2009 or more recent?") is the topic too;
+        # a whole heading ("the most recent rec in the diagnosis bit?") is not one recommendation's subject.
+        named = {e.value for e in q.entities if not e.negated}
+        topical = self._scored_topic(q) or {c for c, r in q.roles.items() if r == "aspect" and c in named
+                                            and c not in self.heading_concepts}
         if (q.years and not years) or (topical and not years) or q.oos:
             return None     # an update about something CG81 does not cover is answered as out of scope
         year = years[0] if years else max(self.years)
@@ -1033,7 +1046,11 @@ class Assistant:
             records = [r for r in records if r["kind"] == "research"] or records
         elif topical:
             overlap = {r["id"]: len(topical & set(self.retriever.concepts_of(r["id"]))) for r in self.retriever.records}
-            records = sorted((r for r in records if overlap[r["id"]]), key=lambda r: -overlap[r["id"]])
+            # Among those, first the one that is about what else the message names ("exercise may improve
+            # quality of life in lymphoedema - was that added in 2014?": 1.5.2 before 1.5.1).
+            also = {r["id"]: len(q.asked & set(self.retriever.concepts_of(r["id"]))) for r in records}
+            records = sorted((r for r in records if overlap[r["id"]]),
+                             key=lambda r: (-overlap[r["id"]], -also[r["id"]]))
             # "Was the fatigue exercise rec part of the 2014 update?": a record of another year that is more
             # about the topic than any of that year's is the one asked about; the search answers with its year.
             if not records or max(overlap.values()) > overlap[records[0]["id"]]:

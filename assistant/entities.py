@@ -39,7 +39,8 @@ _NEGATION_CUES = {"not", "no", "without", "non", "never", "isn't", "isnt", "aren
 # ("rule out DVT"): what has been ruled out is not what is asked about.
 _POST_NEGATION = {"excluded", "ruled", "negative", "absent", "clear"}   # "... brain clear"
 _PRE_NEGATION_PAIRS = {("rule", "out"), ("ruled", "out"), ("rather", "than"), ("instead", "of"),
-                       ("apart", "from"), ("aside", "from"), ("other", "than")}  # "who else apart from the wound team?"
+                       ("apart", "from"), ("aside", "from"), ("other", "than"),  # "who else apart from the wound team?"
+                       ("over", "other"), ("vs", "other"), ("versus", "other")}  # "MRI - when over other imaging?"
 # "Has chosen chemo over BSC": what a choice is made over is set aside.
 _CHOICE_VERBS = {"chose", "chosen", "choose", "chooses", "choosing", "prefers", "preferred", "prefer", "opted",
                  "opts", "picked", "wants", "favours", "favors"}
@@ -56,6 +57,9 @@ _NEGATION_WINDOW = 3
 # "won't cause lymphoedema"): the concept is still what is talked about.
 _EFFECT_VERBS = {"make", "makes", "making", "cause", "causes", "causing", "worsen", "worsens", "affect",
                  "affects", "trigger", "triggers", "aggravate", "aggravates"}
+# Nor does one before its use, as recommendations are worded and clinicians quote them ("the don't use PET-CT
+# for monitoring rec", "not using a bone scan to see if treatment is working"): the test is the topic.
+_USE_VERBS = {"use", "uses", "using", "used"}
 _UNLESS_WINDOW = 5
 # ConText-style history: a treatment the patient has had or is on ("had 6 cycles of docetaxel",
 # "stable on letrozole", "progressed after tamoxifen") is part of the treatment history, not the
@@ -101,7 +105,8 @@ _HISTORY_WINDOW = 3
 _TREATMENT_QUALIFIERS = {"x", "cycles", "cycle", "courses", "course", "doses", "of", "with", "a", "an", "the", "some",
                          "first", "second", "third", "1st", "2nd", "3rd", "line", "based", "containing",
                          "weekly", "single", "agent", "combination", "her", "his", "their", "iv", "oral"}
-_HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped"}
+_HISTORY_AFTER = {"completed", "complete", "finished", "done", "over", "ended", "stopped",
+                  "working", "helping", "responding"}  # "to see if the letrozole is working": she is on it
 # A team or therapy said to have seen the patient ("the MDT has discussed her", "wound care team saw her").
 _CARE_AFTER = {"discussed", "seen", "saw", "reviewed", "assessed", "fitted", "doing", "managing", "involved",
                "sorted", "arranged", "organised", "organized"}  # "dressings are sorted"
@@ -283,7 +288,7 @@ def _negated(doc: Doc, span: Span) -> bool:
         if before[i] in _CLAUSE_BREAK:
             break
         if before[i] in _NEGATION_CUES or tuple(before[i:i + 2]) in _PRE_NEGATION_PAIRS or before[i] == "r/o":
-            return not _EFFECT_VERBS & set(before[i + 1:])
+            return not (_EFFECT_VERBS | _USE_VERBS) & set(before[i + 1:])
         if before[i] == "over" and _chosen_over(doc, span.start - len(before) + i):
             return True
         if tuple(before[i:i + 2]) in _DONE_CHECKS and span.start - len(before) + i > 0 and \

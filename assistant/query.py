@@ -89,6 +89,7 @@ class Query:
     ruled_out: frozenset = frozenset()  # what a finding settles ("bloods all normal": treatable causes)
     other_branch: bool = False       # asks for the other branch of the decision ("when would you go the other way?")
     shifts_topic: bool = False       # says the subject changes ("on another note", "moving on")
+    repeats: bool = False            # asks to do a scan again ("can we repeat it in 3 months?")
     past_oos: frozenset = frozenset()  # out of scope only as her past, in a message naming no advanced disease
     extras: dict = field(default_factory=dict)
 
@@ -272,14 +273,16 @@ class Analyzer:
             asked |= described
             described = set()
         # Early disease in her past is history beside advanced disease ("2 years after early BC, now bone
-        # mets"), not in a question about early disease alone ("RT after WLE for DCIS?").
+        # mets"), not in a question about early disease alone ("RT after WLE for DCIS?"), nor in a case that
+        # describes only early disease ("neoadjuvant for a 3cm HER2+ early breast ca - TCHP or EC then THP?").
         advanced = bool(concepts & self.rules.advanced_disease) or any(
             self.role(c) in ("problem", "event") for c in concepts if not lex.concepts[c].out_of_scope)
         oos = tuple(sorted({c for e in entities if not e.negated and lex.concepts.get(e.value)
                            and lex.concepts[e.value].out_of_scope
                            and not (e.historical and e.value in self._oos_history and advanced)
                            and (not vignette or oos_start <= e.start < oos_end
-                                or (e.value in self._oos_in_case and not e.historical))
+                                or (e.value in self._oos_in_case and not e.historical)
+                                or (e.value in self._oos_history and not advanced))
                            for c in [e.value]}))
         # "Once the chemo's done, what then?": what follows a treatment; the treatment named inside that
         # phrase is the one finished, not one asked about. In a case description only the question counts.
@@ -306,6 +309,7 @@ class Analyzer:
             refers_back=self._says("refers_back", question or text), amends=self._says("amends", text),
             corrects=self._says("corrects", text), acknowledges=self._says("acknowledgement", text),
             other_branch=self._says("other_branch", text), shifts_topic=self._says("shifts_topic", text),
+            repeats=self._says("repeats", text),
             past_oos=frozenset(c for c in oos if c in self._oos_history and all(
                 e.historical for e in entities if e.value == c and not e.negated)),
             search_text=" ".join(_PLACEHOLDERS.sub(" ", without_spans(text, [e for e in entities if e.negated]))

@@ -1350,3 +1350,67 @@ def test_the_recommendations_on_a_test_are_those_about_it_in_any_subsection(assi
     assert reply.kind == "list" and ids(reply) == ["1.1.5", "1.1.8"]
     reply = talk(assistant, "the PET-CT recommendations in section 1.1 - were any updated in 2017?")
     assert ids(reply) == ["1.1.5", "1.1.8"]
+
+
+def test_an_update_question_about_one_subject_puts_its_recommendation_first(assistant, corpus_by_id):
+    """A subject named only as an aspect (decision aids) is the topic of an update question; among the
+    recommendations of that year on the topic, the one about what else it names comes first."""
+    reply = talk(assistant, "is the decision aids recommendation from 2009?")
+    assert ids(reply) == ["1.2.4"] and corpus_by_id["1.2.4"]["year"] == 2009
+    assert ids(talk(assistant, "quality of life with exercise for lymphoedema - 2014 rec?"))[0] == "1.5.2"
+    assert ids(talk(assistant, "the 2014 lymphoedema recs"))[0] == "1.5.1"     # nothing else named: in order
+    # A whole section is not one recommendation's subject: its latest update is listed.
+    assert ids(talk(assistant, "newest rec in the diagnosis and assessment part?")) == ["1.1.6"]
+
+
+def test_asking_whether_the_answer_applies_to_another_site_keeps_the_treatment(assistant):
+    reply = talk(assistant, "8 Gy single fraction for a painful hip met",
+                 "would the same apply to her painful T10 met?")
+    assert ids(reply)[0] == "1.5.16"
+
+
+def test_a_case_of_early_disease_only_is_out_of_scope(assistant):
+    reply = talk(assistant, "35F, neoadjuvant for 4cm ER+ early breast cancer - AC-T or FEC-T?")
+    assert reply.kind == "abstain" and reply.payload["reason"] == "out_of_scope:oos_early_disease"
+    # Early disease in the history of a patient with advanced disease is history.
+    assert ids(talk(assistant, "had AC-T for early breast ca in 2015, now lung mets - which chemo?"))[0] == "1.3.10"
+
+
+def test_an_anthracycline_regimen_in_her_history_selects_the_sequence_without_them(assistant):
+    reply = talk(assistant, "order of chemotherapy agents in MBC?", "she got AC-T as adjuvant treatment")
+    assert ids(reply)[0] == "1.3.10"
+
+
+def test_a_branch_whose_offer_is_set_aside_comes_last(assistant):
+    """Combination chemotherapy is for those to whom a greater chance of response matters (1.3.9)."""
+    question = "combo vs single agent chemo?"
+    assert ids(talk(assistant, question, "she's 81 and frail, not looking for maximum response"))[0] == "1.3.8"
+    assert ids(talk(assistant, question, "she doesn't want combination chemo"))[0] == "1.3.8"
+    assert ids(talk(assistant, question, "she's fit and wants the best chance of response"))[0] == "1.3.9"
+
+
+def test_a_family_asking_to_withhold_news_is_about_her_own_information_preference(assistant):
+    reply = talk(assistant, "her son wants us to keep things from her - how do we approach information?")
+    assert ids(reply)[0] == "1.2.1"
+
+
+def test_a_question_about_the_subject_keeps_what_narrowed_it(assistant):
+    """'Which would suit her?' after decision aids: decision aids (1.2.4), not decision making in general."""
+    reply = talk(assistant, "are there decision aids we can use?", "which would suit her best?")
+    assert ids(reply)[0] == "1.2.4"
+
+
+@pytest.mark.parametrize("message", ["SABR to a solitary lung met?", "pt on capecitabine, sore peeling hands - tips?"])
+def test_treatments_and_side_effects_cg81_does_not_cover_are_out_of_scope(assistant, message):
+    assert talk(assistant, message).kind == "abstain"
+
+
+@pytest.mark.parametrize("reported,follow_up,expected", [
+    # Monitoring with the bone scan whose findings were given (1.1.7), not with PET-CT (1.1.8) ...
+    ("isotope bone scan shows deposits in the spine and ribs",
+     "worth redoing it after 3 months of treatment to see if they're responding?", "1.1.7"),
+    # ... and the other way round: the scan reported decides which.
+    ("PET-CT shows new liver and bone mets", "can we repeat it in 3 months to see if she's responding?", "1.1.8"),
+])
+def test_asking_to_repeat_a_scan_just_reported_asks_about_that_scan(assistant, reported, follow_up, expected):
+    assert ids(talk(assistant, reported, follow_up))[0] == expected

@@ -279,6 +279,10 @@ def test_what_is_set_aside_or_already_checked_is_not_asked_about(extractor, text
     ("does exercise not make her arm swelling worse?", "lymphoedema", False),
     ("she's been told swimming won't cause lymphoedema", "lymphoedema", False),
     ("she doesn't have arm swelling", "lymphoedema", True),
+    # Nor one before its use, as recommendations are worded and quoted ("the don't use PET-CT rec").
+    ("the do not use PET-CT to monitor rec - still current?", "pet_ct", False),
+    ("why are we not using a bone scan to follow her response?", "bone_scintigraphy", False),
+    ("no PET-CT yet", "pet_ct", True),
 ])
 def test_a_negated_effect_leaves_the_concept_affirmed(extractor, text, value, negated):
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
@@ -289,6 +293,8 @@ def test_a_negated_effect_leaves_the_concept_affirmed(extractor, text, value, ne
     ("she has chosen chemo over BSC", "chemotherapy", False),
     ("prefers tablets rather than chemotherapy", "chemotherapy", True),
     ("lymphoedema over several months", "lymphoedema", False),       # 'over' with no choice before it
+    ("when is MRI preferred over other imaging?", "imaging", True),  # what a test is weighed against
+    ("when is MRI preferred over other imaging?", "mri", False),
 ])
 def test_what_a_choice_is_made_over_is_set_aside(extractor, text, value, negated):
     assert [(e.value, e.negated) for e in extractor.extract(text) if e.value == value] == [(value, negated)]
@@ -400,6 +406,21 @@ def test_receptor_status_before_a_slash_is_recognised(extractor, text, concept):
     ("is CA 15-3 useful to follow her?", "ca 15-3", {"oos_biomarker_testing"}),
     ("can she still drive after the craniotomy?", "still drive", {"oos_other_topic"}),
     ("she's torn between the two options", "torn between", {"decision_making"}),
+    # Regimens by their initials; anthracyclines ruled out in a clinician's words; side effects, a treatment
+    # CG81 does not cover, key workers in the plural, a drug asked for without a name.
+    ("4 cycles of EC then paclitaxel", "ec", {"epirubicin", "anthracycline"}),
+    ("had AC-T in 2019", "ac-t", {"doxorubicin", "anthracycline"}),
+    ("cardiac history so no more anthracyclines", "no more anthracyclines", {"anthracycline_unsuitable"}),
+    ("red peeling palms and soles on cape", "palms and soles", {"oos_side_effects"}),
+    ("SBRT to a solitary adrenal met?", "sbrt", {"oos_other_topic"}),
+    ("stereotactic radiosurgery for 2 brain mets", "stereotactic radiosurgery", {"stereotactic_radiotherapy"}),
+    ("are key workers still a thing?", "key workers", {"supportive_care"}),
+    ("she sees three different teams", "different teams", {"supportive_care"}),
+    ("her husband wants us to keep things from her", "keep things from her", {"information_preference"}),
+    ("anything drug-wise for her bone mets?", "drug-wise", {"medication"}),
+    ("fit, wants maximum response", "maximum response", {"combination_chemotherapy"}),
+    ("exemestane hasn't worked", "hasn't worked", {"progression"}),
+    ("to see if the chemo is working", "is working", {"monitoring"}),
 ])
 def test_new_terms_are_read_with_their_exact_span_and_broader_concepts(extractor, text, span, concepts):
     [e] = [e for e in extractor.extract(text) if text[e.start:e.end].lower() == span]
@@ -412,3 +433,11 @@ def test_involved_in_a_description_is_not_her_wish_to_be_involved(extractor, tex
     """'Involved' said of a bone or a node is the disease, not 1.2's involvement in decisions."""
     assert "involvement_preference" not in extractor.concepts(text)
     assert "involvement_preference" in extractor.concepts("she wants to be involved in decisions")
+
+
+@pytest.mark.parametrize("text,value,historical", [
+    ("check whether the anastrozole is working", "anastrozole", True),     # she is on it
+    ("is anastrozole an option for her?", "anastrozole", False),
+])
+def test_a_treatment_said_to_be_working_is_hers(extractor, text, value, historical):
+    assert [(e.value, e.historical) for e in extractor.extract(text) if e.value == value] == [(value, historical)]

@@ -169,10 +169,10 @@ def test_minimal_closure(tmp_path):
     ("anastrozole", {"non_steroidal_ai", "aromatase_inhibitor", "endocrine_therapy"}),
     ("exemestane", {"steroidal_ai", "aromatase_inhibitor", "endocrine_therapy"}),
     ("goserelin", {"ovarian_suppression", "endocrine_therapy"}),
-    ("zoledronic_acid", {"bisphosphonate"}),
+    ("zoledronic_acid", {"bisphosphonate", "medication"}),
     ("doxorubicin", {"anthracycline", "chemotherapy"}),
     ("epirubicin", {"anthracycline", "chemotherapy"}),
-    ("trastuzumab", {"biological_therapy", "systemic_therapy"}),
+    ("trastuzumab", {"biological_therapy", "systemic_therapy", "medication"}),
     ("tamoxifen", {"endocrine_therapy"}),
 ])
 def test_closure_follows_broader_links(real, concept, implied):
