@@ -1309,28 +1309,23 @@ def test_further_treatment_after_adjuvant_use_is_a_question_for_research(assista
     assert ids(reply)[0] == "1.3.12"
 
 
-def test_a_choice_made_over_supportive_care_keeps_the_treatment_asked(assistant):
-    reply = talk(assistant, "first line chemo has stopped working, what now?",
-                 "she's 81 and frail but has chosen further chemo over BSC")
-    assert ids(reply)[0] == "1.3.8"
-
-
-def test_a_result_that_would_not_change_management(assistant):
-    reply = talk(assistant, "do we need to rebiopsy to recheck ER and HER2 when it recurs?",
-                 "she's very frail and would have supportive care only, whatever it shows")
-    assert ids(reply)[0] == "1.1.6"
-
-
-def test_swelling_of_sudden_onset_is_assessed_before_lymphoedema_treatment(assistant):
-    reply = talk(assistant, "lymphoedema in her left arm - refer for decongestive therapy?",
-                 "it came on suddenly over a few days")
-    assert ids(reply)[0] == "1.5.3"
-
-
-def test_saying_what_the_scan_is_for_amends_the_question(assistant):
-    reply = talk(assistant, "which imaging for her spinal mets?",
-                 "we want it to see whether they're responding to the letrozole")
-    assert ids(reply)[0] == "1.1.7"
+@pytest.mark.parametrize("question,statement,expected", [
+    # A choice made over supportive care keeps the treatment asked.
+    pytest.param("first line chemo has stopped working, what now?",
+                 "she's 81 and frail but has chosen further chemo over BSC", "1.3.8", id="chosen-over-bsc"),
+    # A result that would not change management (1.1.6's condition).
+    pytest.param("do we need to rebiopsy to recheck ER and HER2 when it recurs?",
+                 "she's very frail and would have supportive care only, whatever it shows", "1.1.6",
+                 id="whatever-it-shows"),
+    # Swelling of sudden onset is assessed before lymphoedema treatment.
+    pytest.param("lymphoedema in her left arm - refer for decongestive therapy?",
+                 "it came on suddenly over a few days", "1.5.3", id="sudden-onset"),
+    # Saying what the scan is for amends the question.
+    pytest.param("which imaging for her spinal mets?",
+                 "we want it to see whether they're responding to the letrozole", "1.1.7", id="scan-purpose"),
+])
+def test_a_statement_about_her_after_a_question_refines_it(assistant, question, statement, expected):
+    assert ids(talk(assistant, question, statement))[0] == expected
 
 
 def test_pain_not_said_to_be_from_the_bones_is_not_bone_pain(assistant):
